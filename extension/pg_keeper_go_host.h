@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_keeper_go_host.h
+ *		The boundary between the C shim (pg_keeper_go.so) and the Go keeper
+ *		(pg_keeper_go_core.so).
+ *
+ * This header uses plain C types only and includes no PostgreSQL header:
+ * the Go side includes it through cgo.  The C background worker fills a
+ * PgKeeperHost and calls pg_keeper_go_run() with it; Go calls back through
+ * the function pointers.
+ *
+ * Rules (shared/design.md, section 3):
+ *	- Only the goroutine that C called into (pg_keeper_go_run) may call these
+ *	  callbacks.  cgo keeps it on the worker's main thread.
+ *	- No callback ever lets a PostgreSQL error unwind into Go: each body runs
+ *	  inside PG_TRY/PG_CATCH and reports failure through its return value.
+ *	- Strings: every buffer belongs to the caller (Go).  C copies any string
+ *	  it is given before it returns, and writes results only into buffers Go
+ *	  passes, always NUL-terminated and truncated to the given size.  Neither
+ *	  side frees memory the other side allocated.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_KEEPER_GO_HOST_H
+#define PG_KEEPER_GO_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bumped whenever PgKeeperHost or PgKeeperStatus change shape. */
+#define PGK_HOST_ABI_VERSION 1
+
+/* Name of the exported Go entry point, looked up with dlsym(). */
+#define PGK_ENTRY_SYMBOL "pg_keeper_go_run"
+
+/* Levels for PgKeeperHost.log. */
+#define PGK_LOG_DEBUG	0		/* DEBUG1 */
+#define PGK_LOG_INFO	1		/* LOG */
+#define PGK_LOG_WARNING 2		/* WARNING */
+
+/* Bits returned by PgKeeperHost.wait. */
+#define PGK_EV_TIMEOUT	0x01	/* the timeout elapsed */
+#define PGK_EV_LATCH	0x02	/* the process latch was set */
+#define PGK_EV_SOCKET	0x04	/* the wake-up descriptor is readable */
+#define PGK_EV_RELOAD	0x08	/* SIGHUP: the configuration was reloaded */
+#define PGK_EV_SHUTDOWN 0x10	/* SIGTERM: the worker must exit now */
+#define PGK_EV_ERROR	0x20	/* the wait itself failed (logged by C) */
+
+/* Return codes of pg_keeper_go_run. */
+#define PGK_EXIT_SHUTDOWN	0	/* a requested shutdown: proc_exit(0) */
+#define PGK_EXIT_RESTART	1	/* an error, already logged: proc_exit(1) */
+
+/* Sizes of the text fields of PgKeeperStatus (including the NUL). */
+#define PGK_ROLE_LEN	16
+#define PGK_STATE_LEN	32
+#define PGK_TEXT_LEN	512
+
+/*
+ * One snapshot of the keeper's state, copied into shared memory by
+ * PgKeeperHost.publish and returned by pg_keeper_status().  Times are Unix
+ * epoch microseconds; 0 means "never".  Text never holds a password.
+ */
+typedef struct PgKeeperStatus
+{
+	char		role[PGK_ROLE_LEN]; /* "primary", "standby" or "unknown" */
+	char		state[PGK_STATE_LEN];	/* fsm state name */
+	char		partner[PGK_TEXT_LEN];	/* partner conninfo, redacted */
+	int32_t		consecutive_failures;	/* failed partner checks in a row */
+	int32_t		keepalive_time_ms;	/* effective check interval */
+	int32_t		keepalive_count;	/* effective failure threshold */
+	int32_t		timeline;		/* local timeline, 0 if unknown */
+	int64_t		last_success_us;	/* last good partner check */
+	int64_t		last_failure_us;	/* last failed partner check */
+	int64_t		promoted_at_us; /* when this keeper promoted the node */
+	int64_t		updated_at_us;	/* when this snapshot was taken */
+	char		last_failure[PGK_TEXT_LEN]; /* why the last check failed */
+	char		config_error[PGK_TEXT_LEN]; /* empty when settings are valid */
+} PgKeeperStatus;
+
+/*
+ * Callbacks the C worker offers to Go.  All return 0 on success unless said
+ * otherwise; on failure they write a message into errbuf when one is given.
+ */
+typedef struct PgKeeperHost
+{
+	uint32_t	abi_version;	/* PGK_HOST_ABI_VERSION */
+	int32_t		server_version_num; /* PG_VERSION_NUM of the server */
+
+	/* Write msg (and optional detail/hint, may be NULL) to the server log. */
+	void		(*log) (int level, const char *msg, const char *detail,
+						const char *hint);
+
+	/*
+	 * Wait until the latch is set, fd (if >= 0) is readable, or timeout_ms
+	 * elapses.  Processes a pending SIGHUP (reloading the configuration) and
+	 * reports a pending SIGTERM.  Exits the process if the postmaster died.
+	 * Returns a mask of PGK_EV_* bits.
+	 */
+	int			(*wait) (int fd, int64_t timeout_ms);
+
+	/*
+	 * Copy the current value of a configuration parameter into buf.  *is_set
+	 * is 1 when the value does not come from the built-in default.  Returns
+	 * -1 if the parameter does not exist.
+	 */
+	int			(*get_setting) (const char *name, char *buf, size_t buflen,
+								int *is_set);
+
+	/*
+	 * Copy a process-level fact into buf: "data_directory" (absolute path),
+	 * "pkglibdir", "bindir", or an environment variable of the postmaster
+	 * ("PATH", "HOME", ...).  Returns -1 if unknown or unset.
+	 */
+	int			(*get_env) (const char *name, char *buf, size_t buflen);
+
+	/* Copy a status snapshot into shared memory. */
+	int			(*publish) (const PgKeeperStatus *status);
+
+	/* Set the activity part of the process title. */
+	void		(*set_title) (const char *title);
+
+	/* 1 while the server is in recovery (a standby), 0 otherwise. */
+	int			(*in_recovery) (void);
+
+	/*
+	 * Ask the postmaster to promote this standby, as pg_promote() does.
+	 * Returns at once; poll in_recovery() for the end of recovery.
+	 */
+	int			(*promote) (char *errbuf, size_t errlen);
+
+	/*
+	 * WAL position and timeline: while in recovery, the last replayed record
+	 * and its timeline; otherwise the current insert position and timeline.
+	 */
+	int			(*wal_position) (uint64_t *lsn, uint32_t *timeline);
+} PgKeeperHost;
+
+/* The Go entry point.  Runs until shutdown; returns a PGK_EXIT_* code. */
+typedef int (*PgKeeperRunFunc) (const PgKeeperHost *host);
+
+#endif							/* PG_KEEPER_GO_HOST_H */
