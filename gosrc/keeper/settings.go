@@ -1,0 +1,195 @@
+package keeper
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+)
+
+// Settings are the keeper's pg_keeper.* parameters, validated.
+type Settings struct {
+	MyConninfo          string        // pg_keeper.my_conninfo: this node, for local SQL
+	PartnerConninfo     string        // pg_keeper.partner_conninfo: the other node
+	KeepaliveTime       time.Duration // pg_keeper.keepalive_time: check interval and deadline
+	KeepaliveCount      int           // pg_keeper.keepalive_count: failures in a row before acting
+	CheckTimeout        time.Duration // pg_keeper.check_timeout: deadline of one check (connect and query)
+	AfterCommand        string        // pg_keeper.after_command: run after a promotion, may be empty
+	AfterCommandTimeout time.Duration // pg_keeper.after_command_timeout
+	FailoverLogDatabase string        // pg_keeper.failover_log_database: empty turns the record off
+	FailoverLogTable    string        // pg_keeper.failover_log_table: [schema.]table
+}
+
+// FailoverAfter is keepalive_time x keepalive_count.  From a failure of the
+// partner to the keeper acting on it takes between FailoverAfter minus one
+// keepalive_time and FailoverAfter when the partner refuses connections
+// (a crash), and that plus CheckTimeout when it stops answering (a hang or
+// a vanished host): the decisive check must run into its deadline.
+func (s Settings) FailoverAfter() time.Duration {
+	return s.KeepaliveTime * time.Duration(s.KeepaliveCount)
+}
+
+// String describes the settings without any password.
+func (s Settings) String() string {
+	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d check_timeout=%s partner=%q after_command=%t failover_log=%q",
+		s.KeepaliveTime, s.KeepaliveCount, s.CheckTimeout, conninfo.Summary(s.PartnerConninfo), s.AfterCommand != "",
+		s.failoverLogTarget())
+}
+
+func (s Settings) failoverLogTarget() string {
+	if s.FailoverLogDatabase == "" {
+		return "off"
+	}
+	return s.FailoverLogDatabase + "." + s.FailoverLogTable
+}
+
+// SettingError is an invalid setting: it names the setting, the value (with
+// any password removed) and what is allowed.
+type SettingError struct {
+	Setting string // full name, e.g. "pg_keeper.partner_conninfo"
+	Value   string // the value, redacted
+	Problem string // what is wrong, lowercase
+	Hint    string // a full sentence saying what to do
+}
+
+func (e *SettingError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%s %s", e.Setting, e.Problem)
+	}
+	return fmt.Sprintf("invalid value for %s %q: %s", e.Setting, e.Value, e.Problem)
+}
+
+// Getter reads one setting: its value, whether it was set anywhere but its
+// default, and whether the setting exists at all.
+type Getter func(name string) (value string, isSet bool, ok bool)
+
+var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
+
+// LoadSettings reads and validates the settings.  Warnings are problems the
+// keeper works around (for example both spellings of keepalive_time set to
+// different values); an error means the keeper cannot run.
+func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
+	str := func(name string) string {
+		v, _, _ := get("pg_keeper." + name)
+		return v
+	}
+	s.MyConninfo = str("my_conninfo")
+	s.PartnerConninfo = str("partner_conninfo")
+	s.AfterCommand = strings.TrimSpace(str("after_command"))
+	s.FailoverLogDatabase = str("failover_log_database")
+	s.FailoverLogTable = str("failover_log_table")
+
+	var w string
+	if s.KeepaliveTime, w, err = aliased(get, "keepalive_time", "keepalives_time", parseDuration); err != nil {
+		return s, nil, err
+	}
+	warnings = appendNonEmpty(warnings, w)
+	if s.KeepaliveCount, w, err = aliased(get, "keepalive_count", "keepalives_count", parseCount); err != nil {
+		return s, warnings, err
+	}
+	warnings = appendNonEmpty(warnings, w)
+	if s.AfterCommandTimeout, err = parseDuration("pg_keeper.after_command_timeout", str("after_command_timeout")); err != nil {
+		return s, warnings, err
+	}
+	s.CheckTimeout, w = checkTimeout(str("check_timeout"), s.KeepaliveTime)
+	warnings = appendNonEmpty(warnings, w)
+
+	for _, c := range []struct{ name, value string }{
+		{"pg_keeper.my_conninfo", s.MyConninfo},
+		{"pg_keeper.partner_conninfo", s.PartnerConninfo},
+	} {
+		if strings.TrimSpace(c.value) == "" {
+			return s, warnings, &SettingError{Setting: c.name, Problem: "is not set",
+				Hint: fmt.Sprintf("Set %s in postgresql.conf to a connection string, for example 'host=10.0.0.11 port=5432 dbname=postgres', and reload.", c.name)}
+		}
+		if _, perr := conninfo.Parse(c.value); perr != nil {
+			return s, warnings, &SettingError{Setting: c.name, Value: conninfo.Redact(c.value),
+				Problem: conninfo.RedactError(perr),
+				Hint:    "Use a libpq connection string (host=... port=... dbname=...) or a postgresql:// URI."}
+		}
+	}
+	if s.FailoverLogDatabase != "" && !tableName.MatchString(s.FailoverLogTable) {
+		return s, warnings, &SettingError{Setting: "pg_keeper.failover_log_table", Value: s.FailoverLogTable,
+			Problem: "is not a table name", Hint: "Use table or schema.table, letters, digits and underscores only."}
+	}
+	return s, warnings, nil
+}
+
+// aliased reads a setting that pg_keeper's README and code spelt two ways.
+// The README spelling wins when both are set to different values.
+func aliased[T comparable](get Getter, name, alias string, parse func(string, string) (T, error)) (T, string, error) {
+	var zero T
+	full, fullAlias := "pg_keeper."+name, "pg_keeper."+alias
+	v, set, _ := get(full)
+	av, aliasSet, _ := get(fullAlias)
+	d, err := parse(full, v)
+	if err != nil {
+		return zero, "", err
+	}
+	if !aliasSet {
+		return d, "", nil
+	}
+	ad, err := parse(fullAlias, av)
+	if err != nil {
+		return zero, "", err
+	}
+	if !set {
+		return ad, "", nil
+	}
+	if ad != d {
+		return d, fmt.Sprintf("%s = %s and %s = %s are both set and differ: using %s = %s; remove one of them",
+			full, v, fullAlias, av, full, v), nil
+	}
+	return d, "", nil
+}
+
+// parseDuration reads a time setting: an integer number of seconds (what
+// the server reports for a GUC_UNIT_S setting) or a Go duration ("250ms").
+func parseDuration(name, v string) (time.Duration, error) {
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		if n < 1 {
+			return 0, &SettingError{Setting: name, Value: v, Problem: "must be at least 1 second", Hint: "Use a whole number of seconds such as 5, or a value with a unit such as '2s'."}
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil || d <= 0 {
+		return 0, &SettingError{Setting: name, Value: v, Problem: "is not a positive duration", Hint: "Use a whole number of seconds such as 5, or a value with a unit such as '2s'."}
+	}
+	return d, nil
+}
+
+// checkTimeout reads pg_keeper.check_timeout, in milliseconds as the server
+// reports it: 0 (or anything unreadable) means half of keepalive_time, and
+// a value above keepalive_time is capped with a warning, since a check must
+// end before the next one is due.
+func checkTimeout(v string, keepalive time.Duration) (time.Duration, string) {
+	ms, err := strconv.Atoi(strings.TrimSpace(v))
+	d := time.Duration(ms) * time.Millisecond
+	switch {
+	case err != nil || ms <= 0:
+		return keepalive / 2, ""
+	case d > keepalive:
+		return keepalive, fmt.Sprintf("pg_keeper.check_timeout = %s is longer than pg_keeper.keepalive_time = %s: using %s", d, keepalive, keepalive)
+	}
+	return d, ""
+}
+
+// parseCount reads keepalive_count.
+func parseCount(name, v string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 1 {
+		return 0, &SettingError{Setting: name, Value: v, Problem: "must be a whole number of at least 1", Hint: "A value of 3 or 4 suits most networks."}
+	}
+	return n, nil
+}
+
+func appendNonEmpty(list []string, s string) []string {
+	if s != "" {
+		return append(list, s)
+	}
+	return list
+}

@@ -1,0 +1,166 @@
+// Package node runs the keeper's actions on the local PostgreSQL server
+// over pg_keeper.my_conninfo: confirming a promotion, writing the failover
+// record and switching synchronous replication.  Each action is idempotent.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/keeper"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+)
+
+// retryEvery is the pause between two attempts while waiting for writes.
+const retryEvery = 10 * time.Millisecond
+
+// ErrNoTable means the failover log table (or its database) does not exist.
+var ErrNoTable = errors.New("failover log table not found")
+
+// Local implements keeper.Node.
+type Local struct {
+	settings keeper.Settings
+	session  *probe.Session
+}
+
+// New prepares the local session; it does not connect.
+func New(s keeper.Settings) (keeper.Node, error) {
+	session, err := probe.NewSession(s.MyConninfo)
+	if err != nil {
+		return nil, err
+	}
+	return &Local{settings: s, session: session}, nil
+}
+
+// WaitWritable polls until the server is out of recovery and not read-only.
+func (l *Local) WaitWritable(ctx context.Context) error {
+	for {
+		var inRecovery bool
+		var readOnly string
+		err := l.session.QueryRow(ctx, "select pg_is_in_recovery(), current_setting('transaction_read_only')", &inRecovery, &readOnly)
+		switch {
+		case err == nil && !inRecovery && readOnly == "off":
+			return nil
+		case err == nil:
+			err = fmt.Errorf("in recovery: %t, transaction_read_only: %s", inRecovery, readOnly)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node not writable: %w", err)
+		case <-time.After(retryEvery):
+		}
+	}
+}
+
+// failoverColumns are the columns of sql/pg_state.sql, in order.  Only
+// those the table has are written, so a pg_keeper-era table with just
+// (unixtime, host) keeps working.
+var failoverColumns = []string{"unixtime", "host", "old_primary", "new_timeline", "promote_lsn", "reason", "promoted_at"}
+
+// RecordFailover appends rec to the failover log table, in its own
+// connection to pg_keeper.failover_log_database.
+func (l *Local) RecordFailover(ctx context.Context, rec keeper.FailoverRecord) (bool, error) {
+	s, err := probe.NewSession(conninfo.WithDatabase(l.settings.MyConninfo, l.settings.FailoverLogDatabase))
+	if err != nil {
+		return false, err
+	}
+	defer s.Close()
+	conn, err := s.Conn(ctx)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+		return false, fmt.Errorf("%w: database %q does not exist", ErrNoTable, l.settings.FailoverLogDatabase)
+	}
+	if err != nil {
+		return false, err
+	}
+	rows, err := conn.Query(ctx, `select attname::text from pg_attribute
+		where attrelid = to_regclass($1) and attnum > 0 and not attisdropped`, l.settings.FailoverLogTable)
+	if err != nil {
+		return false, fmt.Errorf("read columns of %s: %w", l.settings.FailoverLogTable, err)
+	}
+	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return false, fmt.Errorf("read columns of %s: %w", l.settings.FailoverLogTable, err)
+	}
+	if len(have) == 0 {
+		return false, fmt.Errorf("%w: no table %q in database %q", ErrNoTable, l.settings.FailoverLogTable, l.settings.FailoverLogDatabase)
+	}
+	values := map[string]any{
+		"unixtime":     rec.PromotedAt.Unix(),
+		"host":         rec.Host,
+		"old_primary":  rec.OldPrimary,
+		"new_timeline": int64(rec.NewTimeline),
+		"promote_lsn":  fmt.Sprintf("%X/%X", uint32(rec.PromoteLSN>>32), uint32(rec.PromoteLSN)),
+		"reason":       rec.Reason,
+		"promoted_at":  rec.PromotedAt,
+	}
+	var cols, params []string
+	var args []any
+	for _, c := range failoverColumns {
+		for _, h := range have {
+			if h == c {
+				args = append(args, values[c])
+				cols = append(cols, pgx.Identifier{c}.Sanitize())
+				params = append(params, fmt.Sprintf("$%d", len(args)))
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return false, fmt.Errorf("%w: %s has none of the columns %s", ErrNoTable, l.settings.FailoverLogTable, strings.Join(failoverColumns, ", "))
+	}
+	table := pgx.Identifier(strings.Split(l.settings.FailoverLogTable, ".")).Sanitize()
+	sql := fmt.Sprintf("insert into %s (%s) values (%s)", table, strings.Join(cols, ", "), strings.Join(params, ", "))
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		return false, fmt.Errorf("insert into %s: %w", l.settings.FailoverLogTable, err)
+	}
+	return true, nil
+}
+
+// DisableSync sets synchronous_standby_names to ” and reloads.  It
+// returns the setting it replaced and where it came from, so that
+// RestoreSync can put it back the same way.
+func (l *Local) DisableSync(ctx context.Context) (keeper.SyncSetting, error) {
+	var saved keeper.SyncSetting
+	var sourceFile string
+	if err := l.session.QueryRow(ctx,
+		`select setting, coalesce(sourcefile, '') from pg_settings where name = 'synchronous_standby_names'`,
+		&saved.Value, &sourceFile); err != nil {
+		return saved, fmt.Errorf("read synchronous_standby_names: %w", err)
+	}
+	saved.FromAutoConf = strings.HasSuffix(sourceFile, "postgresql.auto.conf")
+	if saved.Value == "" {
+		return saved, nil
+	}
+	if err := l.session.Exec(ctx, "alter system set synchronous_standby_names = ''"); err != nil {
+		return saved, err
+	}
+	return saved, l.session.Exec(ctx, "select pg_reload_conf()")
+}
+
+// RestoreSync puts back what DisableSync saved: with ALTER SYSTEM SET if
+// it came from postgresql.auto.conf, else by removing the override.
+func (l *Local) RestoreSync(ctx context.Context, saved keeper.SyncSetting) error {
+	stmt := "alter system reset synchronous_standby_names"
+	if saved.FromAutoConf {
+		stmt = "alter system set synchronous_standby_names = " + quoteLiteral(saved.Value)
+	}
+	if err := l.session.Exec(ctx, stmt); err != nil {
+		return err
+	}
+	return l.session.Exec(ctx, "select pg_reload_conf()")
+}
+
+// Close closes the session.
+func (l *Local) Close() { l.session.Close() }
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
