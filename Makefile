@@ -1,0 +1,80 @@
+# pg_keeper_go: the C shim (PGXS, built per PostgreSQL major), the Go core
+# library (built once, loaded by every major) and the SQL scripts.
+#
+#   make                 build pg_keeper_go.so and pg_keeper_go_core.so
+#   make install         install both, the control file and the SQL scripts
+#   make test            everything the README's test command runs
+#   make demo            start a local two-node cluster (see README)
+#
+# PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config selects another major;
+# GO=/path/to/go another Go toolchain.
+
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+GO ?= $(firstword $(shell command -v go 2>/dev/null) $(wildcard /usr/local/go/bin/go))
+
+ifeq ($(shell command -v $(PG_CONFIG) 2>/dev/null),)
+$(error pg_config not found ("$(PG_CONFIG)"): install the Debian package postgresql-server-dev-15, or set PG_CONFIG=/path/to/pg_config)
+endif
+PG_MAJOR := $(shell $(PG_CONFIG) --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+ifeq ($(wildcard $(shell $(PG_CONFIG) --includedir-server)/postgres.h),)
+$(error PostgreSQL $(PG_MAJOR) server headers not found: install the Debian package postgresql-server-dev-$(PG_MAJOR))
+endif
+
+EXTENSION  = pg_keeper_go
+MODULE_big = pg_keeper_go
+OBJS       = extension/pg_keeper_go.o
+DATA       = sql/pg_keeper_go--1.0.sql sql/pg_state.sql
+PGFILEDESC = "pg_keeper_go - automatic failover for a primary/standby pair"
+PG_CPPFLAGS = -I$(srcdir)/extension -DPGK_VERSION='"1.0"'
+PG_CFLAGS  = -Wall -Werror
+SHLIB_LINK = -ldl
+
+CORE_LIB   = pg_keeper_go_core.so
+GO_SOURCES = $(shell find gosrc -name '*.go' -not -name '*_test.go') extension/pg_keeper_go_host.h go.mod go.sum
+# Go's asynchronous preemption would unblock SIGURG, which the server uses
+# for latch wake-ups; GODEBUG cannot reach Go inside a backend (design.md).
+GO_LDFLAGS = -X=runtime.godebugDefault=asyncpreemptoff=1
+EXTRA_CLEAN = $(CORE_LIB) pg_keeper_go_core.h
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+all: $(CORE_LIB)
+
+$(CORE_LIB): $(GO_SOURCES)
+	@test -n "$(GO)" || { echo "error: Go toolchain not found: install Go 1.26 (/usr/local/go) or set GO=/path/to/go" >&2; exit 1; }
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -trimpath -ldflags '$(GO_LDFLAGS)' -o $@ ./gosrc/core
+
+install: install-core
+.PHONY: install-core
+install-core: $(CORE_LIB)
+	$(INSTALL_SHLIB) $(CORE_LIB) '$(DESTDIR)$(pkglibdir)/$(CORE_LIB)'
+
+.PHONY: deps test test-unit test-integration vet bench demo demo-stop
+
+# Installs what the build and the tests need on Debian (as root).
+deps:
+	./scripts/install-deps.sh
+
+vet:
+	@test -z "$$(gofmt -l gosrc)" || { gofmt -l gosrc; echo "error: gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -count=1 ./gosrc/fsm/... ./gosrc/keeper/... ./gosrc/conninfo/...
+
+# Integration tests start real PostgreSQL pairs with the installed extension.
+test-integration: install
+	$(GO) test -count=1 -timeout 20m -v ./tests/integration/...
+
+test: vet all install
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench: install
+	$(GO) run ./tests/bench -runs 5
+
+demo: all install
+	./scripts/demo.sh start
+
+demo-stop:
+	./scripts/demo.sh stop

@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *		Every PostgreSQL-major branch of the C shim, in one place.
+ *
+ * Supported and tested majors: 13, 15, 17 and 18 (14 and 16 compile through
+ * the same branches).  Nothing older: those majors are end of life and can
+ * not be tested here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_KEEPER_GO_COMPAT_H
+#define PG_KEEPER_GO_COMPAT_H
+
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/guc_tables.h"
+#include "utils/wait_event.h"
+
+#if PG_VERSION_NUM < 130000
+#error "pg_keeper_go supports PostgreSQL 13 and later"
+#endif
+
+#if PG_VERSION_NUM >= 150000
+#include "access/xlogrecovery.h"
+#endif
+
+#ifndef PGK_VERSION
+#define PGK_VERSION "1.0"
+#endif
+
+/* PG_MODULE_MAGIC_EXT names the module in pg_get_loaded_modules() (18+). */
+#if PG_VERSION_NUM >= 180000
+#define PGK_MODULE_MAGIC \
+	PG_MODULE_MAGIC_EXT(.name = "pg_keeper_go", .version = PGK_VERSION)
+#else
+#define PGK_MODULE_MAGIC PG_MODULE_MAGIC
+#endif
+
+/* A misspelt pg_keeper.* name warns instead of being silently accepted. */
+#if PG_VERSION_NUM >= 150000
+#define pgk_reserve_guc_prefix(prefix) MarkGUCPrefixReserved(prefix)
+#else
+#define pgk_reserve_guc_prefix(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
+#ifndef PG_WAIT_EXTENSION
+#define PG_WAIT_EXTENSION WAIT_EVENT_EXTENSION
+#endif
+
+#ifndef PROMOTE_SIGNAL_FILE
+#define PROMOTE_SIGNAL_FILE "promote"
+#endif
+
+/*
+ * Shared memory must be requested from shmem_request_hook from 15 on (a
+ * request anywhere else is FATAL); before 15, from _PG_init itself.
+ */
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type pgk_prev_shmem_request_hook = NULL;
+static void (*pgk_shmem_request_fn) (void) = NULL;
+
+static void
+pgk_shmem_request_trampoline(void)
+{
+	if (pgk_prev_shmem_request_hook)
+		pgk_prev_shmem_request_hook();
+	pgk_shmem_request_fn();
+}
+
+static inline void
+pgk_request_shmem(void (*fn) (void))
+{
+	pgk_shmem_request_fn = fn;
+	pgk_prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = pgk_shmem_request_trampoline;
+}
+#else
+static inline void
+pgk_request_shmem(void (*fn) (void))
+{
+	fn();
+}
+#endif
+
+/*
+ * The timeline new WAL is written on.  Before 15 a process learns it in
+ * InitXLOGAccess(), which RecoveryInProgress() runs once recovery is over.
+ */
+static inline TimeLineID
+pgk_insert_timeline(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return GetWALInsertionTimeLine();
+#else
+	(void) RecoveryInProgress();
+	return ThisTimeLineID;
+#endif
+}
+
+/* True when a configuration parameter was set anywhere but its default. */
+static inline bool
+pgk_guc_is_set(const char *name)
+{
+#if PG_VERSION_NUM >= 160000
+	struct config_generic *gconf = find_option(name, false, true, ERROR);
+
+	return gconf != NULL && gconf->source > PGC_S_DYNAMIC_DEFAULT;
+#else
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+	{
+		if (pg_strcasecmp(vars[i]->name, name) == 0)
+			return vars[i]->source > PGC_S_DYNAMIC_DEFAULT;
+	}
+	return false;
+#endif
+}
+
+#endif							/* PG_KEEPER_GO_COMPAT_H */

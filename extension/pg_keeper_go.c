@@ -1,0 +1,719 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_keeper_go.c
+ *		The C shim of pg_keeper_go: settings, shared memory, the background
+ *		worker and the SQL-callable status function.
+ *
+ * This file stays thin.  Every decision and all networking live in the Go
+ * keeper, pg_keeper_go_core.so, which only the background worker opens, with
+ * dlopen(), after the fork (a Go runtime started in the postmaster would be
+ * dead in every child).  The worker hands Go a table of callbacks
+ * (pg_keeper_go_host.h) and runs it on its main thread.
+ *
+ * Constraints (shared/design.md, section 3): no PostgreSQL error may unwind
+ * through Go frames, so every callback catches errors and returns a code;
+ * the worker's signal handlers are installed and the Go library is loaded
+ * while signals are still blocked, so Go's threads keep them blocked and
+ * PostgreSQL's handlers only run on this thread.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "pg_keeper_go_host.h"
+
+#include "access/htup_details.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/pmsignal.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/ps_status.h"
+#include "utils/timestamp.h"
+
+PGK_MODULE_MAGIC;
+
+#define PGK_CORE_LIBRARY "pg_keeper_go_core.so"
+
+/* Restart delay after the worker exits with an error (a recovered panic). */
+#define PGK_RESTART_SECONDS 1
+
+/* Shared state: the worker's pid and its last published snapshot. */
+typedef struct PgKeeperShared
+{
+	slock_t		mutex;
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	bool		has_status;		/* status has been published once */
+	PgKeeperStatus status;
+} PgKeeperShared;
+
+static PgKeeperShared *pgk_shared = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Settings.  Go reads them by name through get_setting(). */
+static char *pgk_my_conninfo = NULL;
+static char *pgk_partner_conninfo = NULL;
+static int	pgk_keepalive_time = 5;
+static int	pgk_keepalives_time = 5;
+static int	pgk_keepalive_count = 4;
+static int	pgk_keepalives_count = 4;
+static int	pgk_check_timeout = 0;
+static char *pgk_after_command = NULL;
+static int	pgk_after_command_timeout = 60;
+static char *pgk_failover_log_database = NULL;
+static char *pgk_failover_log_table = NULL;
+
+void		_PG_init(void);
+PGDLLEXPORT void pg_keeper_go_main(Datum main_arg);
+
+PG_FUNCTION_INFO_V1(pg_keeper_status);
+
+/* ---------------------------------------------------------------------
+ * Shared memory
+ * ---------------------------------------------------------------------
+ */
+static void
+pgk_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PgKeeperShared)));
+}
+
+static void
+pgk_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	pgk_shared = ShmemInitStruct("pg_keeper_go", sizeof(PgKeeperShared), &found);
+	if (!found)
+	{
+		memset(pgk_shared, 0, sizeof(PgKeeperShared));
+		SpinLockInit(&pgk_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* ---------------------------------------------------------------------
+ * Module load
+ * ---------------------------------------------------------------------
+ */
+static void
+pgk_define_settings(void)
+{
+	DefineCustomStringVariable("pg_keeper.my_conninfo",
+							   "Connection string the keeper uses to reach this node.",
+							   "Used for local checks, the failover record and the sync/async switch; the role must be a superuser.",
+							   &pgk_my_conninfo, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.partner_conninfo",
+							   "Connection string of the other node of the pair.",
+							   NULL,
+							   &pgk_partner_conninfo, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_keeper.keepalive_time",
+							"Interval between two checks of the partner.",
+							"Each check must finish within this time.",
+							&pgk_keepalive_time, 5, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_keeper.keepalives_time",
+							"Same as pg_keeper.keepalive_time (the name pg_keeper's code used).",
+							NULL,
+							&pgk_keepalives_time, 5, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_keeper.keepalive_count",
+							"Failed checks in a row after which the keeper acts.",
+							"A standby promotes itself; a primary with synchronous replication switches to asynchronous.",
+							&pgk_keepalive_count, 4, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_keeper.keepalives_count",
+							"Same as pg_keeper.keepalive_count (the name pg_keeper's code used).",
+							NULL,
+							&pgk_keepalives_count, 4, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_keeper.check_timeout",
+							"Deadline of one check of the partner (connect and query together).",
+							"0 means half of pg_keeper.keepalive_time; larger values are capped at keepalive_time.",
+							&pgk_check_timeout, 0, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.after_command",
+							   "Shell command run after this node has been promoted.",
+							   "Runs with /bin/sh once the node accepts writes; empty disables it.",
+							   &pgk_after_command, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_keeper.after_command_timeout",
+							"Time after which after_command is killed.",
+							NULL,
+							&pgk_after_command_timeout, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.failover_log_database",
+							   "Database holding the failover record table.",
+							   "Empty disables the failover record.",
+							   &pgk_failover_log_database, "pg_state",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.failover_log_table",
+							   "Table the keeper appends a row to after each promotion.",
+							   "May be schema-qualified; the row is written only when the table exists.",
+							   &pgk_failover_log_table, "failover_log",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	pgk_reserve_guc_prefix("pg_keeper");
+}
+
+void
+_PG_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	pgk_define_settings();
+
+	pgk_request_shmem(pgk_shmem_request);
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = pgk_shmem_startup;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = PGK_RESTART_SECONDS;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_keeper_go");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "pg_keeper_go_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_keeper_go keeper");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_keeper_go");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* ---------------------------------------------------------------------
+ * Callbacks for Go.  None of them may let an error escape: see the header.
+ * ---------------------------------------------------------------------
+ */
+
+/* Turn the error being handled into text in errbuf and clear it. */
+static void
+pgk_catch(MemoryContext cxt, char *errbuf, size_t errlen)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	if (errbuf && errlen > 0)
+		strlcpy(errbuf, edata->message ? edata->message : "unknown error", errlen);
+	FreeErrorData(edata);
+}
+
+static void
+pgk_log(int level, const char *msg, const char *detail, const char *hint)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			elevel = level == PGK_LOG_WARNING ? WARNING :
+		level == PGK_LOG_DEBUG ? DEBUG1 : LOG;
+
+	PG_TRY();
+	{
+		ereport(elevel,
+				(errmsg_internal("%s", msg),
+				 detail ? errdetail_internal("%s", detail) : 0,
+				 hint ? errhint("%s", hint) : 0));
+	}
+	PG_CATCH();
+	{
+		pgk_catch(cxt, NULL, 0);
+	}
+	PG_END_TRY();
+}
+
+static int
+pgk_wait(int fd, int64_t timeout_ms)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int result = 0;
+	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
+
+	if (fd >= 0)
+		events |= WL_SOCKET_READABLE;
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	if (timeout_ms > INT_MAX)
+		timeout_ms = INT_MAX;
+
+	PG_TRY();
+	{
+		int			rc;
+
+		rc = WaitLatchOrSocket(MyLatch, events, fd, (long) timeout_ms,
+							   PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			result |= PGK_EV_LATCH;
+		}
+		if (rc & WL_TIMEOUT)
+			result |= PGK_EV_TIMEOUT;
+		if (rc & WL_SOCKET_READABLE)
+			result |= PGK_EV_SOCKET;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			result |= PGK_EV_RELOAD;
+		}
+		if (ShutdownRequestPending)
+			result |= PGK_EV_SHUTDOWN;
+	}
+	PG_CATCH();
+	{
+		char		msg[256];
+
+		pgk_catch(cxt, msg, sizeof(msg));
+		ereport(LOG, (errmsg("pg_keeper_go: wait failed: %s", msg)));
+		result |= PGK_EV_ERROR;
+	}
+	PG_END_TRY();
+
+	return result;
+}
+
+static int
+pgk_get_setting(const char *name, char *buf, size_t buflen, int *is_set)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int rc = 0;
+
+	PG_TRY();
+	{
+		const char *value = GetConfigOption(name, true, false);
+
+		if (value == NULL)
+			rc = -1;
+		else
+		{
+			strlcpy(buf, value, buflen);
+			if (is_set)
+				*is_set = pgk_guc_is_set(name) ? 1 : 0;
+		}
+	}
+	PG_CATCH();
+	{
+		pgk_catch(cxt, NULL, 0);
+		rc = -1;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+static int
+pgk_get_env(const char *name, char *buf, size_t buflen)
+{
+	const char *value;
+	char		bindir[MAXPGPATH];
+
+	if (strcmp(name, "data_directory") == 0)
+		value = DataDir;
+	else if (strcmp(name, "pkglibdir") == 0)
+		value = pkglib_path;
+	else if (strcmp(name, "bindir") == 0)
+	{
+		strlcpy(bindir, my_exec_path, sizeof(bindir));
+		get_parent_directory(bindir);
+		value = bindir;
+	}
+	else
+		value = getenv(name);
+
+	if (value == NULL)
+		return -1;
+	strlcpy(buf, value, buflen);
+	return 0;
+}
+
+static int
+pgk_publish(const PgKeeperStatus *status)
+{
+	SpinLockAcquire(&pgk_shared->mutex);
+	memcpy(&pgk_shared->status, status, sizeof(PgKeeperStatus));
+	pgk_shared->has_status = true;
+	SpinLockRelease(&pgk_shared->mutex);
+	return 0;
+}
+
+static void
+pgk_set_title(const char *title)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		set_ps_display(title);
+	}
+	PG_CATCH();
+	{
+		pgk_catch(cxt, NULL, 0);
+	}
+	PG_END_TRY();
+}
+
+static int
+pgk_in_recovery(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int rc = 1;
+
+	PG_TRY();
+	{
+		rc = RecoveryInProgress() ? 1 : 0;
+	}
+	PG_CATCH();
+	{
+		pgk_catch(cxt, NULL, 0);
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+/* What pg_promote(wait => false) does: the promote file plus SIGUSR1. */
+static int
+pgk_promote(char *errbuf, size_t errlen)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int rc = 0;
+
+	PG_TRY();
+	{
+		FILE	   *promote_file;
+
+		if (!RecoveryInProgress())
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("recovery is not in progress")));
+
+		promote_file = AllocateFile(PROMOTE_SIGNAL_FILE, "w");
+		if (!promote_file)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create file \"%s\": %m",
+							PROMOTE_SIGNAL_FILE)));
+		if (FreeFile(promote_file))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not write file \"%s\": %m",
+							PROMOTE_SIGNAL_FILE)));
+		if (kill(PostmasterPid, SIGUSR1) != 0)
+		{
+			(void) unlink(PROMOTE_SIGNAL_FILE);
+			ereport(ERROR,
+					(errmsg("could not signal the postmaster to promote: %m")));
+		}
+	}
+	PG_CATCH();
+	{
+		pgk_catch(cxt, errbuf, errlen);
+		rc = -1;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+static int
+pgk_wal_position(uint64_t *lsn, uint32_t *timeline)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int rc = 0;
+
+	PG_TRY();
+	{
+		TimeLineID	tli = 0;
+
+		if (RecoveryInProgress())
+			*lsn = GetXLogReplayRecPtr(&tli);
+		else
+		{
+			*lsn = GetXLogInsertRecPtr();
+			tli = pgk_insert_timeline();
+		}
+		*timeline = tli;
+	}
+	PG_CATCH();
+	{
+		pgk_catch(cxt, NULL, 0);
+		rc = -1;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * The background worker
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Check, once the Go runtime has started its threads, that none of them
+ * will run PostgreSQL's signal handlers: each must block the signals
+ * PostgreSQL handles, SIGURG included (design.md section 3, rules 3 and 4).
+ */
+static void
+pgk_check_thread_signal_masks(void)
+{
+	/* SIGQUIT is left out: Go unblocks it, and its handler only _exit()s. */
+	const int	must_block[] = {SIGURG, SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGUSR2};
+	uint64		required = 0;
+	DIR		   *dir;
+	struct dirent *de;
+
+	for (int i = 0; i < lengthof(must_block); i++)
+		required |= UINT64CONST(1) << (must_block[i] - 1);
+
+	dir = AllocateDir("/proc/self/task");
+	while ((de = ReadDir(dir, "/proc/self/task")) != NULL)
+	{
+		char		path[MAXPGPATH];
+		char		line[256];
+		FILE	   *f;
+		int			tid = atoi(de->d_name);
+
+		if (tid <= 0 || tid == MyProcPid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+		if ((f = AllocateFile(path, "r")) == NULL)
+			continue;
+		while (fgets(line, sizeof(line), f))
+		{
+			uint64		blocked;
+
+			if (strncmp(line, "SigBlk:", 7) != 0)
+				continue;
+			blocked = strtoull(line + 7, NULL, 16);
+			if ((blocked & required) != required)
+				ereport(WARNING,
+						(errmsg("pg_keeper_go: thread %d of the keeper does not block the server's signals", tid),
+						 errdetail("Blocked signal mask is %llx; required bits are %llx.",
+								   (unsigned long long) blocked,
+								   (unsigned long long) required),
+						 errhint("Build pg_keeper_go_core.so with the project's Makefile, which turns off Go's asynchronous preemption.")));
+			break;
+		}
+		FreeFile(f);
+	}
+	FreeDir(dir);
+}
+
+static void
+pgk_worker_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&pgk_shared->mutex);
+	if (pgk_shared->worker_pid == MyProcPid)
+		pgk_shared->worker_pid = 0;
+	SpinLockRelease(&pgk_shared->mutex);
+}
+
+/* Publish a "misconfigured" status from C, for failures before Go runs. */
+static void
+pgk_publish_c_error(const char *msg)
+{
+	PgKeeperStatus st;
+
+	memset(&st, 0, sizeof(st));
+	strlcpy(st.role, RecoveryInProgress() ? "standby" : "primary", sizeof(st.role));
+	strlcpy(st.state, "misconfigured", sizeof(st.state));
+	strlcpy(st.config_error, msg, sizeof(st.config_error));
+	st.updated_at_us = (int64_t) time(NULL) * 1000000;
+	pgk_publish(&st);
+}
+
+void
+pg_keeper_go_main(Datum main_arg)
+{
+	char		path[MAXPGPATH];
+	void	   *handle;
+	PgKeeperRunFunc run;
+	PgKeeperHost host;
+	pid_t		other;
+	int			rc;
+
+	/* Signals are blocked here; install our handlers before Go loads. */
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	other = pgk_shared->worker_pid;
+	if (other == 0 || kill(other, 0) != 0)
+		pgk_shared->worker_pid = MyProcPid;
+	SpinLockRelease(&pgk_shared->mutex);
+	if (pgk_shared->worker_pid != MyProcPid)
+	{
+		ereport(LOG,
+				(errmsg("pg_keeper_go: another keeper is already running with PID %d", (int) other)));
+		proc_exit(0);
+	}
+	before_shmem_exit(pgk_worker_exit, (Datum) 0);
+
+	snprintf(path, sizeof(path), "%s/%s", pkglib_path, PGK_CORE_LIBRARY);
+	handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	run = handle ? (PgKeeperRunFunc) dlsym(handle, PGK_ENTRY_SYMBOL) : NULL;
+	if (run == NULL)
+	{
+		char		msg[PGK_TEXT_LEN];
+
+		snprintf(msg, sizeof(msg), "could not load \"%s\": %s", path, dlerror());
+		pgk_publish_c_error(msg);
+		ereport(WARNING,
+				(errmsg("pg_keeper_go: %s", msg),
+				 errhint("Install the Go core library with \"make install\"; the keeper stays off until the server is restarted.")));
+		/* Exit code 0: a missing library is not cured by restarting. */
+		proc_exit(0);
+	}
+
+	pgk_check_thread_signal_masks();
+	BackgroundWorkerUnblockSignals();
+
+	memset(&host, 0, sizeof(host));
+	host.abi_version = PGK_HOST_ABI_VERSION;
+	host.server_version_num = PG_VERSION_NUM;
+	host.log = pgk_log;
+	host.wait = pgk_wait;
+	host.get_setting = pgk_get_setting;
+	host.get_env = pgk_get_env;
+	host.publish = pgk_publish;
+	host.set_title = pgk_set_title;
+	host.in_recovery = pgk_in_recovery;
+	host.promote = pgk_promote;
+	host.wal_position = pgk_wal_position;
+
+	rc = run(&host);
+
+	/* The library is never dlclose()d: Go runtimes cannot be unloaded. */
+	proc_exit(rc == PGK_EXIT_SHUTDOWN ? 0 : 1);
+}
+
+/* ---------------------------------------------------------------------
+ * SQL: pg_keeper_status()
+ * ---------------------------------------------------------------------
+ */
+static Datum
+pgk_timestamp(int64_t unix_us, bool *isnull)
+{
+	*isnull = (unix_us == 0);
+	if (*isnull)
+		return (Datum) 0;
+	return TimestampTzGetDatum((TimestampTz) unix_us -
+							   ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+								SECS_PER_DAY * USECS_PER_SEC));
+}
+
+static Datum
+pgk_interval_ms(int64 ms)
+{
+	Interval   *iv = (Interval *) palloc0(sizeof(Interval));
+
+	iv->time = ms * 1000;
+	return IntervalPGetDatum(iv);
+}
+
+static Datum
+pgk_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s[0] == '\0');
+	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
+}
+
+Datum
+pg_keeper_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	PgKeeperStatus st;
+	pid_t		pid;
+	bool		has_status;
+	Datum		values[15];
+	bool		nulls[15];
+	int			i = 0;
+
+	if (pgk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts != lengthof(values))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("function pg_keeper_status() does not match the loaded library"),
+				 errhint("Run ALTER EXTENSION pg_keeper_go UPDATE.")));
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	st = pgk_shared->status;
+	pid = pgk_shared->worker_pid;
+	has_status = pgk_shared->has_status;
+	SpinLockRelease(&pgk_shared->mutex);
+
+	memset(nulls, 0, sizeof(nulls));
+	if (!has_status)
+	{
+		memset(&st, 0, sizeof(st));
+		strlcpy(st.role, RecoveryInProgress() ? "standby" : "primary", sizeof(st.role));
+		strlcpy(st.state, pid ? "starting" : "not running", sizeof(st.state));
+	}
+	else if (pid == 0 && strcmp(st.state, "misconfigured") != 0)
+		strlcpy(st.state, "not running", sizeof(st.state));
+
+	values[i] = CStringGetTextDatum(st.role), i++;
+	values[i] = CStringGetTextDatum(st.state), i++;
+	values[i] = pgk_text_or_null(st.partner, &nulls[i]), i++;
+	values[i] = Int32GetDatum(st.consecutive_failures), i++;
+	values[i] = pgk_timestamp(st.last_success_us, &nulls[i]), i++;
+	values[i] = pgk_timestamp(st.last_failure_us, &nulls[i]), i++;
+	values[i] = pgk_text_or_null(st.last_failure, &nulls[i]), i++;
+	values[i] = pgk_timestamp(st.promoted_at_us, &nulls[i]), i++;
+	nulls[i] = (pid == 0);
+	values[i] = Int32GetDatum((int32) pid), i++;
+	nulls[i] = (st.timeline == 0);
+	values[i] = Int32GetDatum(st.timeline), i++;
+	nulls[i] = (st.keepalive_time_ms == 0);
+	values[i] = pgk_interval_ms(st.keepalive_time_ms), i++;
+	nulls[i] = (st.keepalive_count == 0);
+	values[i] = Int32GetDatum(st.keepalive_count), i++;
+	nulls[i] = (st.keepalive_time_ms == 0 || st.keepalive_count == 0);
+	values[i] = pgk_interval_ms((int64) st.keepalive_time_ms * st.keepalive_count), i++;
+	values[i] = pgk_text_or_null(st.config_error, &nulls[i]), i++;
+	values[i] = pgk_timestamp(st.updated_at_us, &nulls[i]), i++;
+	Assert(i == lengthof(values));
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
