@@ -1,0 +1,335 @@
+// Package integration tests the installed extension on real PostgreSQL
+// pairs: a primary and a pg_basebackup standby on loopback, run as an
+// unprivileged user, with keepalive_time=1 and keepalive_count=3.
+//
+// The tests skip, saying why, when PostgreSQL or the installed extension
+// (make install) is missing.  They poll with deadlines; none sleeps.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
+)
+
+const (
+	keepaliveTime  = time.Second
+	keepaliveCount = 3
+	// failoverBound is the issue's bound: keepalive_time x keepalive_count + 1 s.
+	failoverBound = keepaliveTime*keepaliveCount + time.Second
+	poll          = 20 * time.Millisecond
+)
+
+// pair is a primary and its standby, each running the keeper.
+type pair struct {
+	install          *pgtest.Install
+	primary, standby *pgtest.Node
+}
+
+// keeperConf is the configuration of one node, in the form pg_keeper users
+// write it (context.md): only the library name differs.
+func keeperConf(my, partner string, extra map[string]string) map[string]string {
+	conf := map[string]string{
+		"shared_preload_libraries":   "'pg_keeper_go'",
+		"pg_keeper.my_conninfo":      pgtest.Quote(my),
+		"pg_keeper.keepalive_time":   fmt.Sprint(int(keepaliveTime.Seconds())),
+		"pg_keeper.keepalive_count":  fmt.Sprint(keepaliveCount),
+		"pg_keeper.partner_conninfo": pgtest.Quote(partner),
+	}
+	if partner == "" {
+		delete(conf, "pg_keeper.partner_conninfo")
+	}
+	for k, v := range extra {
+		conf[k] = v
+	}
+	return conf
+}
+
+// startPair starts a primary and a standby whose keepers watch each other,
+// creates pg_state.failover_log with sql/pg_state.sql, and waits until both
+// keepers report "connected".
+func startPair(t *testing.T, primaryExtra, standbyExtra map[string]string) *pair {
+	t.Helper()
+	in := pgtest.Require(t, true)
+	p := &pair{install: in}
+	// The standby's port is known only once it exists: the primary gets its
+	// partner_conninfo afterwards, through a reload.
+	p.primary = in.NewPrimary(t, "primary", keeperConf("", "", primaryExtra))
+	p.primary.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(p.primary.ConnString("postgres")))
+	p.psql(t, p.primary, "postgres", "-f", filepath.Join(in.ShareDir, "extension", "pg_state.sql"))
+	p.primary.Exec(t, "postgres", "create extension pg_keeper_go")
+	p.primary.Exec(t, "pg_state", "create table after_command_log (note text, at timestamptz default now())")
+	p.standby = in.NewStandby(t, "standby", p.primary,
+		keeperConf("", p.primary.ConnString("postgres"), standbyExtra))
+	p.standby.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(p.standby.ConnString("postgres")))
+	p.standby.Reload(t)
+	p.primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(p.standby.ConnString("postgres")))
+	p.primary.Reload(t)
+	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
+	p.waitState(t, p.standby, "standby", "connected", 15*time.Second)
+	return p
+}
+
+// psql runs the installed psql against n as user postgres.
+func (p *pair) psql(t *testing.T, n *pgtest.Node, db string, args ...string) string {
+	t.Helper()
+	args = append([]string{"-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", fmt.Sprint(n.Port), "-U", "postgres", "-d", db}, args...)
+	out, err := exec.Command(filepath.Join(p.install.BinDir, "psql"), args...).CombinedOutput()
+	require.NoError(t, err, "psql %v: %s", args, out)
+	return string(out)
+}
+
+// status reads one column of pg_keeper_status() on n.
+func status(ctx context.Context, n *pgtest.Node, column string) (string, error) {
+	return n.TryQueryString(ctx, "postgres", fmt.Sprintf("select coalesce(%s::text, '') from pg_keeper_status()", column))
+}
+
+// waitState polls pg_keeper_status() until role and state match.
+func (p *pair) waitState(t *testing.T, n *pgtest.Node, role, state string, deadline time.Duration) {
+	t.Helper()
+	pgtest.Eventually(t, deadline, poll, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		got, err := n.TryQueryString(ctx, "postgres", "select role || '/' || state || ' ' || coalesce(config_error, '') || coalesce(last_failure_reason, '') from pg_keeper_status()")
+		return err == nil && strings.HasPrefix(got, role+"/"+state+" "), fmt.Sprintf("%s: status %q, err %v", n.Name, got, err)
+	})
+}
+
+// waitWritable polls n with an INSERT until one succeeds and returns the
+// time from since; it fails the test when deadline passes first.
+func waitWritable(t *testing.T, n *pgtest.Node, since time.Time, deadline time.Duration) time.Duration {
+	t.Helper()
+	var writable time.Time
+	pgtest.Eventually(t, deadline-time.Since(since), poll, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := n.TryQueryString(ctx, "pg_state", "insert into after_command_log (note) values ('probe') returning 1")
+		if err == nil {
+			writable = time.Now()
+		}
+		return err == nil, fmt.Sprintf("%s not writable: %v", n.Name, err)
+	})
+	return writable.Sub(since)
+}
+
+// checkFailoverRecorded checks the failover_log row, the status and that
+// after_command's INSERT succeeded without any sleep.
+func checkFailoverRecorded(t *testing.T, p *pair) {
+	t.Helper()
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	var row string
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		var err error
+		row, err = p.standby.TryQueryString(context.Background(), "pg_state",
+			"select host || '|' || new_timeline || '|' || old_primary || '|' || reason from failover_log order by unixtime desc limit 1")
+		return err == nil, fmt.Sprintf("no failover_log row: %v", err)
+	})
+	parts := strings.SplitN(row, "|", 4)
+	require.Len(t, parts, 4, row)
+	assert.Equal(t, host, parts[0], "failover_log.host")
+	assert.Equal(t, "2", parts[1], "failover_log.new_timeline")
+	assert.Contains(t, parts[2], fmt.Sprintf("port=%d", p.primary.Port), "failover_log.old_primary")
+	assert.Contains(t, parts[3], "3 of 3 checks", "failover_log.reason")
+
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, err := p.standby.TryQueryString(ctx, "pg_state", "select count(*) from after_command_log where note = 'after_command'")
+		return err == nil && n == "1", fmt.Sprintf("after_command rows: %q, err %v", n, err)
+	})
+	p.standby.WaitLog(t, "after_command finished", 5*time.Second)
+	p.waitState(t, p.standby, "primary", "alone", 10*time.Second)
+	assert.NotEmpty(t, p.standby.QueryString(t, "postgres", "select promoted_at::text from pg_keeper_status()"))
+}
+
+// afterCommand is the users' after_command without its "sleep": an INSERT
+// into the promoted node.
+func afterCommand(in *pgtest.Install, standbyPort int) string {
+	return pgtest.Quote(fmt.Sprintf(`%s -X -h 127.0.0.1 -p %d -U postgres -d pg_state -c "insert into after_command_log (note) values ('after_command')"`,
+		filepath.Join(in.BinDir, "psql"), standbyPort))
+}
+
+func TestStandbyPromotesWhenPrimaryStopsImmediately(t *testing.T) {
+	p := startPairWithAfterCommand(t)
+	fault := time.Now()
+	_, err := p.primary.Stop(t, "immediate")
+	require.NoError(t, err)
+	took := waitWritable(t, p.standby, fault, failoverBound)
+	t.Logf("crash (pg_ctl stop -m immediate): standby writable %s after the fault (bound %s)", took, failoverBound)
+	checkFailoverRecorded(t, p)
+	assert.Contains(t, p.standby.Log(), `transition from "standby:failing" to "standby:promoting"`)
+}
+
+func TestStandbyPromotesWhenPrimaryHangs(t *testing.T) {
+	p := startPairWithAfterCommand(t)
+	fault := time.Now()
+	p.primary.Pause(t) // SIGSTOP to the postmaster and every child
+	took := waitWritable(t, p.standby, fault, failoverBound)
+	t.Logf("hang (SIGSTOP): standby writable %s after the fault (bound %s)", took, failoverBound)
+	checkFailoverRecorded(t, p)
+	assert.Contains(t, p.standby.Log(), "timeout")
+}
+
+// startPairWithAfterCommand is startPair with after_command set on the
+// standby once its port is known.
+func startPairWithAfterCommand(t *testing.T) *pair {
+	p := startPair(t, nil, nil)
+	p.standby.SetConf(t, "pg_keeper.after_command", afterCommand(p.install, p.standby.Port))
+	p.standby.Reload(t)
+	p.standby.WaitLog(t, "after_command=true", 5*time.Second)
+	return p
+}
+
+func TestPrimarySwitchesToAsyncAndBackWhenSyncStandbyIsLost(t *testing.T) {
+	p := startPair(t, map[string]string{"synchronous_standby_names": "'*'"}, nil)
+	p.primary.Exec(t, "postgres", "create table sync_probe (i int)")
+
+	fault := time.Now()
+	_, err := p.standby.Stop(t, "immediate")
+	require.NoError(t, err)
+	// This commit waits for the lost standby until the keeper switches to
+	// asynchronous replication.
+	ctx, cancel := context.WithTimeout(context.Background(), failoverBound-time.Since(fault))
+	defer cancel()
+	_, err = p.primary.TryQueryString(ctx, "postgres", "insert into sync_probe values (1) returning 1")
+	require.NoError(t, err, "commit did not resume within %s", failoverBound)
+	t.Logf("sync standby lost: commit resumed %s after the fault (bound %s)", time.Since(fault), failoverBound)
+	p.waitState(t, p.primary, "primary", "async", 5*time.Second)
+	assert.Equal(t, "", p.primary.QueryString(t, "postgres", "show synchronous_standby_names"))
+
+	p.standby.Start(t)
+	p.waitState(t, p.primary, "primary", "connected", 30*time.Second)
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		got := p.primary.QueryString(t, "postgres", "show synchronous_standby_names")
+		return got == "*", fmt.Sprintf("synchronous_standby_names = %q", got)
+	})
+	// It came from postgresql.conf, so the override is removed, not rewritten.
+	auto, err := os.ReadFile(filepath.Join(p.primary.DataDir, "postgresql.auto.conf"))
+	require.NoError(t, err)
+	assert.NotContains(t, string(auto), "synchronous_standby_names")
+	p.primary.Exec(t, "postgres", "insert into sync_probe values (2)")
+}
+
+func TestReloadChangesSettingsLive(t *testing.T) {
+	p := startPair(t, nil, nil)
+	s := p.standby
+
+	s.AlterSystem(t, "pg_keeper.keepalive_time", "2")
+	start := time.Now()
+	s.Reload(t)
+	pgtest.Eventually(t, time.Second, 10*time.Millisecond, func() (bool, string) {
+		got, err := status(context.Background(), s, "keepalive_time")
+		return got == "00:00:02", fmt.Sprintf("keepalive_time %q, err %v", got, err)
+	})
+	t.Logf("keepalive_time applied %s after pg_reload_conf()", time.Since(start))
+
+	// pg_keeper's code spelling is accepted.
+	s.AlterSystem(t, "pg_keeper.keepalives_count", "5")
+	s.Exec(t, "postgres", "alter system reset pg_keeper.keepalive_count")
+	s.Reload(t)
+	pgtest.Eventually(t, time.Second, 10*time.Millisecond, func() (bool, string) {
+		got, err := status(context.Background(), s, "keepalive_count")
+		return got == "5", fmt.Sprintf("keepalive_count %q, err %v", got, err)
+	})
+
+	// Both spellings set differently: the keeper says which one it uses.
+	s.AlterSystem(t, "pg_keeper.keepalive_count", "4")
+	s.Reload(t)
+	s.WaitLog(t, "pg_keeper.keepalive_count = 4 and pg_keeper.keepalives_count = 5 are both set and differ: using pg_keeper.keepalive_count = 4", 2*time.Second)
+
+	// The partner conninfo changes live too.
+	s.AlterSystem(t, "pg_keeper.partner_conninfo", pgtest.Quote(p.primary.ConnString("postgres")+" application_name=changed"))
+	s.Reload(t)
+	pgtest.Eventually(t, 3*time.Second, poll, func() (bool, string) {
+		got, _ := p.primary.TryQueryString(context.Background(), "postgres", "select count(*) from pg_stat_activity where application_name = 'changed'")
+		return got == "1", "no connection with the new partner_conninfo"
+	})
+}
+
+func TestBadSettingsAreReportedAndTheServerKeepsRunning(t *testing.T) {
+	p := startPair(t, nil, nil)
+	s := p.standby
+
+	// Out of range: refused by the server with the allowed range.
+	_, err := s.TryQueryString(context.Background(), "postgres", "alter system set pg_keeper.keepalive_count = 0")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `0 is outside the valid range for parameter "pg_keeper.keepalive_count" (1 .. 1000)`)
+
+	// An unparsable conninfo: misconfigured, reported, password never shown.
+	s.AlterSystem(t, "pg_keeper.partner_conninfo", pgtest.Quote("host=127.0.0.1 port=notaport password=S3cr3tPw"))
+	s.Reload(t)
+	p.waitState(t, s, "standby", "misconfigured", 2*time.Second)
+	cerr, err := status(context.Background(), s, "config_error")
+	require.NoError(t, err)
+	assert.Contains(t, cerr, "pg_keeper.partner_conninfo")
+	assert.NotContains(t, cerr, "S3cr3tPw")
+	s.WaitLog(t, "WARNING:  pg_keeper_go: invalid value for pg_keeper.partner_conninfo", 2*time.Second)
+	assert.NotContains(t, s.Log(), "S3cr3tPw")
+	assert.Equal(t, "1", s.QueryString(t, "postgres", "select 1"))
+
+	// A missing conninfo names the setting and says what to do.
+	s.Exec(t, "postgres", "alter system set pg_keeper.partner_conninfo = ''")
+	s.Reload(t)
+	s.WaitLog(t, "pg_keeper.partner_conninfo is not set", 2*time.Second)
+	assert.Contains(t, s.Log(), "HINT:  Set pg_keeper.partner_conninfo in postgresql.conf")
+
+	// A misspelt pg_keeper.* name is not silently ignored.
+	s.SetConf(t, "pg_keeper.keepalive_tme", "3")
+	s.Reload(t)
+	s.WaitLog(t, `"pg_keeper.keepalive_tme"`, 2*time.Second)
+
+	// Fixing the settings brings the keeper back.
+	s.Exec(t, "postgres", "alter system reset pg_keeper.partner_conninfo")
+	s.Reload(t)
+	p.waitState(t, s, "standby", "connected", 5*time.Second)
+}
+
+// TestFastShutdownIsQuickWhilePartnerHangs points both keepers at a
+// listener that accepts connections and never answers, so a check is
+// always in flight, and stops both servers with -m fast (pg_ctl gives up
+// after 10 s).
+func TestFastShutdownIsQuickWhilePartnerHangs(t *testing.T) {
+	p := startPair(t, nil, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	held := make(chan net.Conn, 100) // accepted, never answered
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	defer func() {
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	}()
+	blackhole := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres", ln.Addr().(*net.TCPAddr).Port)
+	for _, n := range []*pgtest.Node{p.primary, p.standby} {
+		n.AlterSystem(t, "pg_keeper.keepalive_time", "30")
+		n.AlterSystem(t, "pg_keeper.partner_conninfo", pgtest.Quote(blackhole))
+		n.Reload(t)
+		n.WaitLog(t, "settings reloaded", 5*time.Second)
+	}
+	for _, n := range []*pgtest.Node{p.standby, p.primary} {
+		took, err := n.Stop(t, "fast")
+		require.NoError(t, err, "fast shutdown of %s", n.Name)
+		t.Logf("fast shutdown of %s with a check in flight: %s", n.Name, took)
+	}
+}
