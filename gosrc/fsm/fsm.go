@@ -199,8 +199,9 @@ func Decide(o Observation) State {
 	}
 	if o.InRecovery {
 		switch {
-		case o.Current.Role() != "standby" || !o.EverConnected:
-			return StandbyConnecting
+		case o.Current.Role() != "standby" || !o.EverConnected,
+			o.Current == StandbyConnecting && o.Failures > 0:
+			return StandbyConnecting // armed only by a good check
 		case o.Failures >= o.Threshold:
 			return StandbyPromoting
 		case o.Failures > 0:

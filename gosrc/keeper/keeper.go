@@ -128,18 +128,22 @@ func (k *Keeper) turn() {
 		}
 		inRecovery = k.host.InRecovery()
 	}
-	target := fsm.Decide(fsm.Observation{
-		Current:        k.state,
-		ConfigValid:    k.configErr == nil,
-		InRecovery:     inRecovery,
-		Failures:       k.failures,
-		Threshold:      k.settings.KeepaliveCount,
-		EverConnected:  k.everConnected,
-		SyncConfigured: k.syncNames != "",
-		SwitchedAsync:  k.saved != nil,
-	})
-	if target != k.state {
-		k.transition(target)
+	// Decide until the state is stable: one observation may lead through
+	// several states (init, then connecting, then connected).
+	for range fsm.States {
+		target := fsm.Decide(fsm.Observation{
+			Current:        k.state,
+			ConfigValid:    k.configErr == nil,
+			InRecovery:     inRecovery,
+			Failures:       k.failures,
+			Threshold:      k.settings.KeepaliveCount,
+			EverConnected:  k.everConnected,
+			SyncConfigured: k.syncNames != "",
+			SwitchedAsync:  k.saved != nil,
+		})
+		if target == k.state || !k.transition(target) || k.shutdown {
+			return
+		}
 	}
 }
 
@@ -221,9 +225,10 @@ func (k *Keeper) facts() string {
 		k.failures, k.settings.KeepaliveCount, time.Since(k.firstFailure).Round(time.Millisecond), k.lastReason)
 }
 
-// transition takes the table's transition to target, running its action.
-// A failed action leaves the keeper where it was; it tries again next turn.
-func (k *Keeper) transition(target fsm.State) {
+// transition takes the table's transition to target, running its action,
+// and reports whether it did.  A failed action leaves the keeper where it
+// was; it tries again next turn.
+func (k *Keeper) transition(target fsm.State) bool {
 	t, ok := fsm.Lookup(k.state, target)
 	if !ok {
 		t = fsm.Transition{From: k.state, To: target, Why: "no such transition in the table (a bug)"}
@@ -238,13 +243,15 @@ func (k *Keeper) transition(target fsm.State) {
 			k.host.Log(LevelWarning, fmt.Sprintf("pg_keeper_go: %s failed: %s", t.Action, conninfo.RedactError(err)),
 				"", fmt.Sprintf("The keeper stays in state %q and tries again in %s.", k.state, k.settings.KeepaliveTime))
 		}
-		return
+		return false
 	}
-	if target.Role() != k.state.Role() {
+	if from, to := k.state.Role(), target.Role(); from != to && from != "unknown" && to != "unknown" {
+		// A new role: the partner is now the other kind of node.
 		k.failures, k.firstFailure, k.everConnected = 0, time.Time{}, false
 	}
 	k.state = target
 	k.host.SetTitle(target.Title())
+	return true
 }
 
 // act runs the action of a transition.
@@ -414,7 +421,8 @@ func (k *Keeper) reload() {
 	old := k.settings
 	k.settings, k.configErr, k.lastLogged = s, nil, ""
 	if old.MyConninfo != s.MyConninfo || old.PartnerConninfo != s.PartnerConninfo {
-		k.stale = true
+		// A new partner must answer once before failover is armed again.
+		k.stale, k.everConnected, k.failures = true, false, 0
 		if k.cancelJob != nil {
 			k.cancelJob()
 		}

@@ -85,7 +85,9 @@ func startPair(t *testing.T, primaryExtra, standbyExtra map[string]string) *pair
 func (p *pair) psql(t *testing.T, n *pgtest.Node, db string, args ...string) string {
 	t.Helper()
 	args = append([]string{"-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", fmt.Sprint(n.Port), "-U", "postgres", "-d", db}, args...)
-	out, err := exec.Command(filepath.Join(p.install.BinDir, "psql"), args...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(p.install.BinDir, "psql"), args...).CombinedOutput()
 	require.NoError(t, err, "psql %v: %s", args, out)
 	return string(out)
 }
@@ -193,8 +195,14 @@ func startPairWithAfterCommand(t *testing.T) *pair {
 }
 
 func TestPrimarySwitchesToAsyncAndBackWhenSyncStandbyIsLost(t *testing.T) {
-	p := startPair(t, map[string]string{"synchronous_standby_names": "'*'"}, nil)
+	p := startPair(t, nil, nil)
 	p.primary.Exec(t, "postgres", "create table sync_probe (i int)")
+	p.primary.SetConf(t, "synchronous_standby_names", "'*'")
+	p.primary.Reload(t)
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		got, err := p.primary.TryQueryString(context.Background(), "postgres", "select sync_state from pg_stat_replication")
+		return got == "sync", fmt.Sprintf("sync_state %q, err %v", got, err)
+	})
 
 	fault := time.Now()
 	_, err := p.standby.Stop(t, "immediate")

@@ -1,0 +1,132 @@
+package fsm
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDecide(t *testing.T) {
+	base := Observation{ConfigValid: true, Threshold: 3}
+	tests := []struct {
+		name string
+		obs  func(o *Observation)
+		want State
+	}{
+		{"invalid settings make the keeper misconfigured", func(o *Observation) { o.ConfigValid = false }, Misconfigured},
+		{"a new standby waits for a first good check", func(o *Observation) { o.InRecovery, o.Current = true, Init }, StandbyConnecting},
+		{"a standby that never reached its primary does not promote", func(o *Observation) {
+			o.InRecovery, o.Current, o.Failures = true, StandbyConnecting, 100
+		}, StandbyConnecting},
+		{"a good check arms the standby", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected = true, StandbyConnecting, true
+		}, StandbyConnected},
+		{"one failed check is not enough", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected, o.Failures = true, StandbyConnected, true, 1
+		}, StandbyFailing},
+		{"keepalive_count failures in a row promote", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected, o.Failures = true, StandbyFailing, true, 3
+		}, StandbyPromoting},
+		{"a promoting standby waits for the end of recovery even if settings break", func(o *Observation) {
+			o.InRecovery, o.Current, o.ConfigValid = true, StandbyPromoting, false
+		}, StandbyPromoting},
+		{"the end of recovery makes the node a primary", func(o *Observation) {
+			o.Current, o.Failures = StandbyPromoting, 3
+		}, PrimaryAlone},
+		{"a primary whose standby answers is connected", func(o *Observation) { o.Current = Init }, PrimaryConnected},
+		{"a primary counts failed checks of its standby", func(o *Observation) {
+			o.Current, o.Failures, o.SyncConfigured = PrimaryConnected, 2, true
+		}, PrimaryFailing},
+		{"a lost synchronous standby switches the primary to async", func(o *Observation) {
+			o.Current, o.Failures, o.SyncConfigured = PrimaryFailing, 3, true
+		}, PrimaryAsync},
+		{"a lost asynchronous standby leaves the primary alone", func(o *Observation) {
+			o.Current, o.Failures = PrimaryFailing, 3
+		}, PrimaryAlone},
+		{"after the switch the primary stays async while the standby fails", func(o *Observation) {
+			o.Current, o.Failures, o.SwitchedAsync = PrimaryAsync, 1, true
+		}, PrimaryAsync},
+		{"a standby streaming again restores sync", func(o *Observation) {
+			o.Current, o.SwitchedAsync = PrimaryAsync, true
+		}, PrimaryConnected},
+		{"a restarted keeper that had switched goes through async to restore", func(o *Observation) {
+			o.Current, o.SwitchedAsync = Init, true
+		}, PrimaryAsync},
+		{"a primary that goes back into recovery is a connecting standby", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected = true, PrimaryConnected, true
+		}, StandbyConnecting},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := base
+			tt.obs(&o)
+			assert.Equal(t, tt.want, Decide(o))
+		})
+	}
+}
+
+// TestEveryDecisionHasATransition walks every observation Decide can see
+// and checks that the table has a row for each change of state it makes.
+func TestEveryDecisionHasATransition(t *testing.T) {
+	for _, cur := range States {
+		for _, valid := range []bool{true, false} {
+			for _, rec := range []bool{true, false} {
+				for failures := 0; failures <= 4; failures++ {
+					for _, ever := range []bool{true, false} {
+						for _, sync := range []bool{true, false} {
+							for _, switched := range []bool{true, false} {
+								o := Observation{Current: cur, ConfigValid: valid, InRecovery: rec, Failures: failures,
+									Threshold: 3, EverConnected: ever, SyncConfigured: sync, SwitchedAsync: switched}
+								to := Decide(o)
+								if to == cur {
+									continue
+								}
+								_, ok := Lookup(cur, to)
+								require.True(t, ok, "no transition %s -> %s for %+v", cur, to, o)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestLookupPrefersExactRows(t *testing.T) {
+	tr, ok := Lookup(StandbyFailing, StandbyPromoting)
+	require.True(t, ok)
+	assert.Equal(t, Promote, tr.Action)
+
+	tr, ok = Lookup(PrimaryAsync, PrimaryConnected)
+	require.True(t, ok)
+	assert.Equal(t, RestoreSync, tr.Action)
+
+	tr, ok = Lookup(PrimaryConnected, Misconfigured)
+	require.True(t, ok)
+	assert.Equal(t, Any, tr.From)
+
+	_, ok = Lookup(StandbyConnected, PrimaryFailing)
+	assert.True(t, ok, "a standby promoted by hand becomes a primary")
+	_, ok = Lookup(PrimaryConnected, StandbyPromoting)
+	assert.False(t, ok, "a primary never promotes")
+}
+
+func TestTitlesReadLikePgKeeper(t *testing.T) {
+	assert.Equal(t, "(standby:connected)", StandbyConnected.Title())
+	assert.Equal(t, "(master:async)", PrimaryAsync.Title())
+	assert.Equal(t, "(misconfigured)", Misconfigured.Title())
+	assert.Equal(t, "primary", PrimaryAlone.Role())
+	assert.Equal(t, "alone", PrimaryAlone.Short())
+}
+
+func TestMermaidDrawsEveryRow(t *testing.T) {
+	m := Mermaid()
+	assert.True(t, strings.HasPrefix(m, "stateDiagram-v2\n"))
+	for _, tr := range Table {
+		assert.Contains(t, m, tr.Why)
+	}
+	assert.Contains(t, m, fmt.Sprintf("standby_failing --> standby_promoting: %s: ", Promote))
+}

@@ -1,0 +1,285 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// fakeHost is a Host for tests: real waits on the keeper's eventfd, a
+// settings map, a recovery flag that Promote clears, and recorded output.
+type fakeHost struct {
+	t       *testing.T
+	latch   int // eventfd standing for the process latch
+	pending atomic.Int32
+	dataDir string
+
+	mu         sync.Mutex
+	settings   map[string]string
+	logs       []string
+	status     Status
+	published  int
+	titles     []string
+	inRecovery bool
+	promotes   int
+}
+
+func newFakeHost(t *testing.T, inRecovery bool, settings map[string]string) *fakeHost {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	base := map[string]string{
+		"pg_keeper.my_conninfo":           "host=127.0.0.1 port=5432 dbname=postgres",
+		"pg_keeper.partner_conninfo":      "host=127.0.0.2 port=5432 dbname=postgres password=Pw123456",
+		"pg_keeper.keepalive_time":        "40ms",
+		"pg_keeper.keepalive_count":       "3",
+		"pg_keeper.keepalives_time":       "5",
+		"pg_keeper.keepalives_count":      "4",
+		"pg_keeper.check_timeout":         "0",
+		"pg_keeper.after_command":         "",
+		"pg_keeper.after_command_timeout": "5",
+		"pg_keeper.failover_log_database": "pg_state",
+		"pg_keeper.failover_log_table":    "failover_log",
+	}
+	for k, v := range settings {
+		base[k] = v
+	}
+	return &fakeHost{t: t, latch: fd, settings: base, inRecovery: inRecovery, dataDir: t.TempDir()}
+}
+
+func (h *fakeHost) Log(level Level, msg, detail, hint string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.logs = append(h.logs, strings.Join([]string{fmt.Sprint(level), msg, detail, hint}, " | "))
+}
+
+func (h *fakeHost) Wait(fd int, timeout time.Duration) Event {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(h.latch), Events: unix.POLLIN}}
+	ms := int(timeout.Milliseconds())
+	if timeout > 0 && ms == 0 {
+		ms = 1
+	}
+	_, err := unix.Poll(fds, max(ms, 0))
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		return EventError
+	}
+	ev := Event(0)
+	if fds[0].Revents&unix.POLLIN != 0 {
+		ev |= EventWake
+	}
+	if fds[1].Revents&unix.POLLIN != 0 {
+		var buf [8]byte
+		_, _ = unix.Read(h.latch, buf[:])
+		ev |= EventLatch | Event(h.pending.Swap(0))
+	}
+	if ev == 0 {
+		ev = EventTimeout
+	}
+	return ev
+}
+
+// signal delivers a reload or a shutdown, as SIGHUP or SIGTERM would.
+func (h *fakeHost) signal(ev Event) {
+	for {
+		old := h.pending.Load()
+		if h.pending.CompareAndSwap(old, old|int32(ev)) {
+			break
+		}
+	}
+	var one = [8]byte{1}
+	_, _ = unix.Write(h.latch, one[:])
+}
+
+func (h *fakeHost) set(name, value string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.settings[name] = value
+}
+
+func (h *fakeHost) Setting(name string) (string, bool, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.settings[name]
+	isSet := ok && !(name == "pg_keeper.keepalives_time" || name == "pg_keeper.keepalives_count")
+	return v, isSet, ok
+}
+
+func (h *fakeHost) Env(name string) (string, bool) {
+	switch name {
+	case "data_directory":
+		return h.dataDir, true
+	case "PATH":
+		return "/usr/bin:/bin", true
+	}
+	return "", false
+}
+
+func (h *fakeHost) Publish(s Status) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.status = s
+	h.published++
+}
+
+func (h *fakeHost) SetTitle(title string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.titles = append(h.titles, title)
+}
+
+func (h *fakeHost) InRecovery() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.inRecovery
+}
+
+func (h *fakeHost) Promote() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.inRecovery {
+		return errors.New("recovery is not in progress")
+	}
+	h.promotes++
+	h.inRecovery = false
+	return nil
+}
+
+func (h *fakeHost) WALPosition() (uint64, uint32, error) {
+	if h.InRecovery() {
+		return 0x3000060, 1, nil
+	}
+	return 0x3000100, 2, nil
+}
+
+func (h *fakeHost) snapshot() (Status, []string, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status, append([]string(nil), h.logs...), h.promotes
+}
+
+func (h *fakeHost) logText() string {
+	_, logs, _ := h.snapshot()
+	return strings.Join(logs, "\n")
+}
+
+// fakeProber answers checks with functions the test can swap.
+type fakeProber struct {
+	primary atomic.Value // func(context.Context) error
+	standby atomic.Value // func(context.Context) (StandbyCheck, error)
+	checks  atomic.Int32
+}
+
+func (p *fakeProber) CheckPrimary(ctx context.Context) error {
+	p.checks.Add(1)
+	return p.primary.Load().(func(context.Context) error)(ctx)
+}
+
+func (p *fakeProber) CheckStandby(ctx context.Context) (StandbyCheck, error) {
+	p.checks.Add(1)
+	return p.standby.Load().(func(context.Context) (StandbyCheck, error))(ctx)
+}
+
+func (p *fakeProber) Close() {}
+
+// fakeNode records the keeper's local actions.
+type fakeNode struct {
+	mu       sync.Mutex
+	calls    []string
+	records  []FailoverRecord
+	restored []SyncSetting
+}
+
+func (n *fakeNode) called(what string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls = append(n.calls, what)
+}
+
+func (n *fakeNode) WaitWritable(context.Context) error { n.called("writable"); return nil }
+
+func (n *fakeNode) RecordFailover(_ context.Context, rec FailoverRecord) (bool, error) {
+	n.called("record")
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.records = append(n.records, rec)
+	return true, nil
+}
+
+func (n *fakeNode) DisableSync(context.Context) (SyncSetting, error) {
+	n.called("disable-sync")
+	return SyncSetting{Value: "*"}, nil
+}
+
+func (n *fakeNode) RestoreSync(_ context.Context, s SyncSetting) error {
+	n.called("restore-sync")
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.restored = append(n.restored, s)
+	return nil
+}
+
+func (n *fakeNode) Close() {}
+
+func (n *fakeNode) history() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.calls...)
+}
+
+// running is a keeper started on its own goroutine.
+type running struct {
+	host   *fakeHost
+	prober *fakeProber
+	node   *fakeNode
+	done   chan int
+}
+
+func startKeeper(t *testing.T, inRecovery bool, settings map[string]string) *running {
+	h := newFakeHost(t, inRecovery, settings)
+	r := &running{host: h, prober: &fakeProber{}, node: &fakeNode{}, done: make(chan int, 1)}
+	r.prober.primary.Store(func(context.Context) error { return nil })
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{Streaming: 1}, nil })
+	k, err := New(h, Deps{
+		NewProber: func(Settings) (Prober, error) { return r.prober, nil },
+		NewNode:   func(Settings) (Node, error) { return r.node, nil },
+	})
+	require.NoError(t, err)
+	go func() { r.done <- k.Run() }()
+	t.Cleanup(func() {
+		h.signal(EventShutdown)
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Second):
+			t.Error("keeper did not stop within 5 s of a shutdown request")
+		}
+	})
+	return r
+}
+
+// waitStatus polls the published status until cond holds.
+func (r *running) waitStatus(t *testing.T, what string, cond func(Status) bool) Status {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _, _ := r.host.snapshot()
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s; last status %+v\nlog:\n%s", what, st, r.host.logText())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+func stateIs(role, state string) func(Status) bool {
+	return func(s Status) bool { return s.Role == role && s.State == state }
+}

@@ -1,0 +1,224 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var errRefused = errors.New("dial tcp 127.0.0.2:5432: connect: connection refused")
+
+func TestStandbyPromotesAfterKeepaliveCountFailedChecks(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "after")
+	r := startKeeper(t, true, map[string]string{
+		"pg_keeper.after_command": `echo "$PG_KEEPER_ROLE $PG_KEEPER_TIMELINE" > ` + marker + `; echo said-something`,
+	})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	st := r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
+	assert.False(t, st.PromotedAt.IsZero())
+
+	require.Eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, 5*time.Second, 5*time.Millisecond)
+	out, err := os.ReadFile(marker)
+	require.NoError(t, err)
+	assert.Equal(t, "primary 2\n", string(out), "after_command gets the new role and timeline")
+
+	_, _, promotes := r.host.snapshot()
+	assert.Equal(t, 1, promotes)
+	assert.Equal(t, []string{"writable", "record"}, r.node.history()[:2], "writes are confirmed before the record")
+	rec := r.node.records[0]
+	assert.Equal(t, uint32(2), rec.NewTimeline)
+	assert.Equal(t, uint64(0x3000060), rec.PromoteLSN)
+	assert.Contains(t, rec.Reason, "3 of 3 checks of the primary failed")
+	assert.Contains(t, rec.OldPrimary, "host=127.0.0.2")
+	assert.NotContains(t, rec.OldPrimary, "Pw123456")
+
+	require.Eventually(t, func() bool { return strings.Contains(r.host.logText(), "after_command finished") }, 5*time.Second, 5*time.Millisecond)
+	logs := r.host.logText()
+	assert.Contains(t, logs, `transition from "standby:failing" to "standby:promoting": keepalive_count checks of the primary failed in a row (3 of 3 checks failed`)
+	assert.Contains(t, logs, "said-something", "after_command's output reaches the log")
+	assert.NotContains(t, logs, "Pw123456")
+	assert.Contains(t, r.host.titles, "(standby:promoting)")
+}
+
+func TestStandbyThatNeverReachedItsPrimaryDoesNotPromote(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	st := r.waitStatus(t, "many failed checks", func(s Status) bool { return s.ConsecutiveFailures >= 10 })
+	assert.Equal(t, "connecting", st.State)
+	_, _, promotes := r.host.snapshot()
+	assert.Zero(t, promotes)
+}
+
+func TestOneGoodCheckResetsTheCount(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	base := r.prober.checks.Load()
+	// Two failures, one success, forever: never keepalive_count in a row.
+	r.prober.primary.Store(func(context.Context) error {
+		if (r.prober.checks.Load()-base)%3 == 0 {
+			return nil
+		}
+		return errRefused
+	})
+	require.Eventually(t, func() bool { return r.prober.checks.Load()-base > 15 }, 5*time.Second, 5*time.Millisecond)
+	_, _, promotes := r.host.snapshot()
+	assert.Zero(t, promotes)
+	assert.Contains(t, r.host.logText(), `transition from "standby:failing" to "standby:connected": the primary answered again`)
+}
+
+func TestAPartnerThatAnswersWithAnErrorIsAlive(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	authErr := &AnsweredError{Err: &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}}
+	base := r.prober.checks.Load()
+	r.prober.primary.Store(func(context.Context) error { return authErr })
+	require.Eventually(t, func() bool { return r.prober.checks.Load()-base > 6 }, 5*time.Second, 5*time.Millisecond)
+	st, _, promotes := r.host.snapshot()
+	assert.Zero(t, promotes)
+	assert.Equal(t, "connected", st.State)
+	assert.Equal(t, 1, strings.Count(r.host.logText(), "the partner answers with an error"), "logged once")
+}
+
+func TestHungCheckEndsAtCheckTimeout(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms"})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.prober.primary.Store(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	start := time.Now()
+	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
+	// Three checks, 200 ms apart, the last one cut at 100 ms: about 0.5 s
+	// to 0.7 s; the generous upper bound only catches a missing deadline.
+	assert.Less(t, time.Since(start), 2*time.Second)
+}
+
+func TestPrimarySwitchesToAsyncAndRestoresSync(t *testing.T) {
+	r := startKeeper(t, false, nil)
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
+		return StandbyCheck{Streaming: 1, SyncStandbyNames: "*"}, nil
+	})
+	r.waitStatus(t, "the primary to connect", stateIs("primary", "connected"))
+
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
+		return StandbyCheck{SyncStandbyNames: "*"}, errRefused
+	})
+	r.waitStatus(t, "the switch to async", stateIs("primary", "async"))
+	state, err := os.ReadFile(filepath.Join(r.host.dataDir, stateFileName))
+	require.NoError(t, err)
+	assert.Contains(t, string(state), `"synchronous_standby_names": "*"`, "the saved setting survives a restart")
+
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
+		return StandbyCheck{Streaming: 1, SyncStandbyNames: ""}, nil
+	})
+	r.waitStatus(t, "the restore", stateIs("primary", "connected"))
+	assert.Equal(t, []string{"disable-sync", "restore-sync"}, r.node.history())
+	assert.Equal(t, []SyncSetting{{Value: "*"}}, r.node.restored)
+	state, err = os.ReadFile(filepath.Join(r.host.dataDir, stateFileName))
+	require.NoError(t, err)
+	assert.NotContains(t, string(state), "switched_async")
+}
+
+func TestRestartedKeeperRestoresSyncItHadSwitchedOff(t *testing.T) {
+	h := newFakeHost(t, false, nil)
+	require.NoError(t, writeFileAtomic(filepath.Join(h.dataDir, stateFileName),
+		persisted{SwitchedAsync: &SyncSetting{Value: "node2", FromAutoConf: true}}))
+	node := &fakeNode{}
+	prober := &fakeProber{}
+	prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{Streaming: 1}, nil })
+	k, err := New(h, Deps{
+		NewProber: func(Settings) (Prober, error) { return prober, nil },
+		NewNode:   func(Settings) (Node, error) { return node, nil },
+	})
+	require.NoError(t, err)
+	done := make(chan int, 1)
+	go func() { done <- k.Run() }()
+	require.Eventually(t, func() bool { return len(node.history()) > 0 }, 5*time.Second, 5*time.Millisecond)
+	h.signal(EventShutdown)
+	<-done
+	assert.Equal(t, []string{"restore-sync"}, node.history())
+	assert.Equal(t, []SyncSetting{{Value: "node2", FromAutoConf: true}}, node.restored)
+}
+
+func TestMisconfiguredKeeperWaitsForAReload(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.partner_conninfo": "host=x port=notaport password=Pw123456"})
+	st := r.waitStatus(t, "misconfigured", stateIs("standby", "misconfigured"))
+	assert.Contains(t, st.ConfigError, "pg_keeper.partner_conninfo")
+	assert.NotContains(t, st.ConfigError, "Pw123456")
+	assert.Contains(t, r.host.logText(), "Use a libpq connection string")
+	assert.Zero(t, r.prober.checks.Load(), "no checks while misconfigured")
+
+	r.host.set("pg_keeper.partner_conninfo", "host=127.0.0.2 port=5432")
+	r.host.signal(EventReload)
+	r.waitStatus(t, "the keeper to recover", stateIs("standby", "connected"))
+}
+
+func TestReloadAppliesANewKeepaliveTimeAtOnce(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "30s"})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.host.set("pg_keeper.keepalive_time", "20ms")
+	r.host.signal(EventReload)
+	st := r.waitStatus(t, "the new keepalive_time", func(s Status) bool { return s.KeepaliveTime == 20*time.Millisecond })
+	assert.Equal(t, 3, st.KeepaliveCount)
+	base := r.prober.checks.Load()
+	require.Eventually(t, func() bool { return r.prober.checks.Load()-base >= 3 }, 2*time.Second, 5*time.Millisecond,
+		"checks follow the new interval at once, not after the old 30 s")
+}
+
+func TestShutdownIsNotDelayedByAHungCheck(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "60s", "pg_keeper.check_timeout": "60000"})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.host.set("pg_keeper.keepalive_time", "10ms")
+	r.prober.primary.Store(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	r.host.signal(EventReload)
+	require.Eventually(t, func() bool { return r.prober.checks.Load() >= 2 }, 2*time.Second, 5*time.Millisecond)
+	r.host.signal(EventShutdown)
+	select {
+	case code := <-r.done:
+		assert.Equal(t, ExitShutdown, code)
+		r.done <- code // for the cleanup
+	case <-time.After(2 * time.Second):
+		t.Fatal("keeper did not stop while a check hung")
+	}
+}
+
+func TestPanicInAGoroutineRestartsTheWorkerInsteadOfCrashing(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.prober.primary.Store(func(context.Context) error { panic("boom") })
+	select {
+	case code := <-r.done:
+		assert.Equal(t, ExitRestart, code)
+		r.done <- code
+	case <-time.After(5 * time.Second):
+		t.Fatal("keeper did not stop after a panic")
+	}
+	assert.Contains(t, r.host.logText(), "panic: boom")
+}
+
+func TestStartCommandKillsTheWholeGroupOnTimeout(t *testing.T) {
+	cmd, err := StartCommand("echo started; sleep 30 & wait", []string{"PATH=/usr/bin:/bin"}, t.TempDir(), 200*time.Millisecond)
+	require.NoError(t, err)
+	res := cmd.Wait()
+	assert.True(t, res.TimedOut)
+	assert.Error(t, res.Err)
+	assert.Contains(t, res.Output, "started")
+	assert.Less(t, res.Duration, 5*time.Second)
+}
+
+func TestStartCommandPassesOnlyTheGivenEnvironment(t *testing.T) {
+	t.Setenv("SECRET_FROM_TEST", "leak")
+	cmd, err := StartCommand(`echo "[$SECRET_FROM_TEST][$PG_KEEPER_ROLE]"`, []string{"PG_KEEPER_ROLE=primary"}, t.TempDir(), 5*time.Second)
+	require.NoError(t, err)
+	res := cmd.Wait()
+	require.NoError(t, res.Err)
+	assert.Equal(t, "[][primary]\n", res.Output)
+}
