@@ -45,19 +45,38 @@ func Parse(s string) (*pgconn.Config, error) {
 	}
 	cfg, err := pgconn.ParseConfig(s)
 	if err != nil {
-		msg := fmt.Sprintf("invalid connection string %q: %s", Redact(s), RedactError(err))
+		reason := RedactError(err)
+		// pgconn says "cannot parse `<conninfo>`: <reason>"; a copy with no
+		// connection string in it gives the reason alone.
+		var pce *pgconn.ParseConfigError
+		if errors.As(err, &pce) {
+			bare := *pce
+			bare.ConnString = ""
+			reason = RedactError(errors.New(strings.TrimPrefix(bare.Error(), "cannot parse ``: ")))
+		}
 		// Defence in depth: drop any literal copy of a secret that survived.
 		for _, sp := range secretSpans(s) {
 			raw := s[sp.a:sp.b]
 			for _, v := range []string{raw, unquote(raw), percentDecode(raw)} {
 				if len(v) >= 4 {
-					msg = strings.ReplaceAll(msg, v, mask)
+					reason = strings.ReplaceAll(reason, v, mask)
 				}
 			}
 		}
-		return nil, errors.New(msg)
+		return nil, &ParseError{Conninfo: Redact(s), Reason: reason}
 	}
 	return cfg, nil
+}
+
+// ParseError is a connection string that does not parse.  Neither field
+// holds a password.
+type ParseError struct {
+	Conninfo string // the connection string, redacted
+	Reason   string // what is wrong with it, e.g. "invalid port"
+}
+
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("invalid connection string %q: %s", e.Conninfo, e.Reason)
 }
 
 // Summary returns a short, password-free description of s for logs and

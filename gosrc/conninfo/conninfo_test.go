@@ -161,3 +161,12 @@ func FuzzRedact(f *testing.F) {
 		}
 	})
 }
+
+func TestParseErrorGivesTheReasonOnce(t *testing.T) {
+	_, err := Parse("host=a port=notaport password=S3cr3t!")
+	var pe *ParseError
+	require.True(t, errors.As(err, &pe))
+	assert.Equal(t, "invalid port", pe.Reason)
+	assert.Equal(t, "host=a port=notaport password=********", pe.Conninfo)
+	assert.Equal(t, `invalid connection string "host=a port=notaport password=********": invalid port`, err.Error())
+}

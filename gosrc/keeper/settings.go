@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -106,9 +107,13 @@ func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
 				Hint: fmt.Sprintf("Set %s in postgresql.conf to a connection string, for example 'host=10.0.0.11 port=5432 dbname=postgres', and reload.", c.name)}
 		}
 		if _, perr := conninfo.Parse(c.value); perr != nil {
-			return s, warnings, &SettingError{Setting: c.name, Value: conninfo.Redact(c.value),
-				Problem: conninfo.RedactError(perr),
-				Hint:    "Use a libpq connection string (host=... port=... dbname=...) or a postgresql:// URI."}
+			problem := conninfo.RedactError(perr)
+			var pe *conninfo.ParseError
+			if errors.As(perr, &pe) {
+				problem = pe.Reason
+			}
+			return s, warnings, &SettingError{Setting: c.name, Value: conninfo.Redact(c.value), Problem: problem,
+				Hint: "Use a libpq connection string (host=... port=... dbname=...) or a postgresql:// URI."}
 		}
 	}
 	if s.FailoverLogDatabase != "" && !tableName.MatchString(s.FailoverLogTable) {

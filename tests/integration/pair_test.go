@@ -52,6 +52,8 @@ func keeperConf(my, partner string, extra map[string]string) map[string]string {
 	}
 	for k, v := range extra {
 		conf[k] = v
+		// pg_keeper's code spelling replaces the README one.
+		delete(conf, strings.Replace(k, "keepalives_", "keepalive_", 1))
 	}
 	return conf
 }
@@ -231,8 +233,12 @@ func TestPrimarySwitchesToAsyncAndBackWhenSyncStandbyIsLost(t *testing.T) {
 }
 
 func TestReloadChangesSettingsLive(t *testing.T) {
-	p := startPair(t, nil, nil)
+	// Both nodes spell the count the way pg_keeper's code did.
+	alias := map[string]string{"pg_keeper.keepalives_count": "3"}
+	p := startPair(t, alias, alias)
 	s := p.standby
+	assert.Equal(t, "3", s.QueryString(t, "postgres", "select keepalive_count::text from pg_keeper_status()"),
+		"pg_keeper.keepalives_count is read (the default is 4)")
 
 	s.AlterSystem(t, "pg_keeper.keepalive_time", "2")
 	start := time.Now()
@@ -243,9 +249,7 @@ func TestReloadChangesSettingsLive(t *testing.T) {
 	})
 	t.Logf("keepalive_time applied %s after pg_reload_conf()", time.Since(start))
 
-	// pg_keeper's code spelling is accepted.
 	s.AlterSystem(t, "pg_keeper.keepalives_count", "5")
-	s.Exec(t, "postgres", "alter system reset pg_keeper.keepalive_count")
 	s.Reload(t)
 	pgtest.Eventually(t, time.Second, 10*time.Millisecond, func() (bool, string) {
 		got, err := status(context.Background(), s, "keepalive_count")
@@ -256,6 +260,7 @@ func TestReloadChangesSettingsLive(t *testing.T) {
 	s.AlterSystem(t, "pg_keeper.keepalive_count", "4")
 	s.Reload(t)
 	s.WaitLog(t, "pg_keeper.keepalive_count = 4 and pg_keeper.keepalives_count = 5 are both set and differ: using pg_keeper.keepalive_count = 4", 2*time.Second)
+	assert.Equal(t, "4", s.QueryString(t, "postgres", "select keepalive_count::text from pg_keeper_status()"))
 
 	// The partner conninfo changes live too.
 	s.AlterSystem(t, "pg_keeper.partner_conninfo", pgtest.Quote(p.primary.ConnString("postgres")+" application_name=changed"))
@@ -264,6 +269,17 @@ func TestReloadChangesSettingsLive(t *testing.T) {
 		got, _ := p.primary.TryQueryString(context.Background(), "postgres", "select count(*) from pg_stat_activity where application_name = 'changed'")
 		return got == "1", "no connection with the new partner_conninfo"
 	})
+}
+
+// keeperLines returns the keeper's own lines of a server log.
+func keeperLines(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "pg_keeper_go") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestBadSettingsAreReportedAndTheServerKeepsRunning(t *testing.T) {
@@ -283,8 +299,10 @@ func TestBadSettingsAreReportedAndTheServerKeepsRunning(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, cerr, "pg_keeper.partner_conninfo")
 	assert.NotContains(t, cerr, "S3cr3tPw")
-	s.WaitLog(t, "WARNING:  pg_keeper_go: invalid value for pg_keeper.partner_conninfo", 2*time.Second)
-	assert.NotContains(t, s.Log(), "S3cr3tPw")
+	s.WaitLog(t, `WARNING:  pg_keeper_go: invalid value for pg_keeper.partner_conninfo "host=127.0.0.1 port=notaport password=********": invalid port`, 2*time.Second)
+	// The server itself logs "parameter ... changed to ..." with the value,
+	// which is why the README says to keep passwords in .pgpass.
+	assert.NotContains(t, keeperLines(s.Log()), "S3cr3tPw")
 	assert.Equal(t, "1", s.QueryString(t, "postgres", "select 1"))
 
 	// A missing conninfo names the setting and says what to do.
