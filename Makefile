@@ -9,6 +9,12 @@
 # PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config selects another major;
 # GO=/path/to/go another Go toolchain.
 
+# Install the build dependencies first when the goal is "test" or "deps" on
+# a fresh machine (the checks below would stop the build otherwise).
+ifneq ($(filter test deps,$(MAKECMDGOALS)),)
+$(shell ./scripts/install-deps.sh >&2)
+endif
+
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 GO ?= $(firstword $(shell command -v go 2>/dev/null) $(wildcard /usr/local/go/bin/go))
 
@@ -65,13 +71,15 @@ test-unit:
 
 # Integration tests start real PostgreSQL pairs with the installed extension.
 test-integration: install
-	$(GO) test -count=1 -timeout 20m -v ./tests/integration/...
+	$(GO) test -count=1 -p 1 -timeout 20m -v ./tests/integration/...
 
+# One package at a time: the integration tests time failovers on two cores.
 test: vet all install
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -p 1 -timeout 25m ./...
 
+BENCH_RUNS ?= 5
 bench: install
-	$(GO) run ./tests/bench -runs 5
+	$(GO) test -v -count=1 -timeout 60m ./tests/bench -args -bench.runs=$(BENCH_RUNS) -bench.out=$(CURDIR)/results/failover.md
 
 demo: all install
 	./scripts/demo.sh start

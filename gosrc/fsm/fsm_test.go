@@ -1,7 +1,10 @@
 package fsm
 
 import (
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -129,4 +132,25 @@ func TestMermaidDrawsEveryRow(t *testing.T) {
 		assert.Contains(t, m, tr.Why)
 	}
 	assert.Contains(t, m, fmt.Sprintf("standby_failing --> standby_promoting: %s: ", Promote))
+}
+
+var update = flag.Bool("update", false, "rewrite docs/state-machine.md from the table")
+
+// TestDocsShowTheCurrentTable keeps docs/state-machine.md true to the
+// code; run with -update after changing the table.
+func TestDocsShowTheCurrentTable(t *testing.T) {
+	path := filepath.Join("..", "..", "docs", "state-machine.md")
+	doc, err := os.ReadFile(path)
+	require.NoError(t, err)
+	const begin, end = "```mermaid\n", "```\n"
+	i := strings.Index(string(doc), begin)
+	j := strings.Index(string(doc[i+len(begin):]), end)
+	require.True(t, i >= 0 && j >= 0, "no mermaid block in %s", path)
+	current := string(doc[i+len(begin) : i+len(begin)+j])
+	if *update {
+		fixed := string(doc[:i+len(begin)]) + Mermaid() + string(doc[i+len(begin)+j:])
+		require.NoError(t, os.WriteFile(path, []byte(fixed), 0o644))
+		return
+	}
+	assert.Equal(t, Mermaid(), current, "docs/state-machine.md is stale: go test ./gosrc/fsm -run TestDocs -update")
 }
