@@ -210,7 +210,22 @@ func (k *Keeper) countFailure(err error) {
 	}
 	k.failures++
 	k.lastFailure = now
-	k.lastReason = conninfo.RedactError(err)
+	k.lastReason = oneLine(conninfo.RedactError(err))
+}
+
+// oneLine folds a multi-line error (pgx lists every address it tried) into
+// one line, without repeated lines.
+func oneLine(s string) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !seen[l] {
+			seen[l] = true
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // facts describes the checks behind a decision, for its log line.
@@ -245,8 +260,11 @@ func (k *Keeper) transition(target fsm.State) bool {
 		}
 		return false
 	}
-	if from, to := k.state.Role(), target.Role(); from != to && from != "unknown" && to != "unknown" {
-		// A new role: the partner is now the other kind of node.
+	if k.state.Role() == "primary" && target.Role() == "standby" {
+		// Demoted: the partner is a new primary that must answer first.
+		// (On promotion the count carries over: the old primary is still
+		// failing, and a promoted node with synchronous replication
+		// configured switches to async at once.)
 		k.failures, k.firstFailure, k.everConnected = 0, time.Time{}, false
 	}
 	k.state = target

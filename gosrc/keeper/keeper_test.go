@@ -51,6 +51,23 @@ func TestStandbyPromotesAfterKeepaliveCountFailedChecks(t *testing.T) {
 	assert.Contains(t, r.host.titles, "(standby:promoting)")
 }
 
+func TestPromotedNodeThatInheritedSyncReplicationSwitchesToAsyncAtOnce(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
+		return StandbyCheck{SyncStandbyNames: "*"}, errRefused
+	})
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	r.waitStatus(t, "the switch to async", stateIs("primary", "async"))
+	assert.Equal(t, []string{"writable", "record", "disable-sync"}, r.node.history())
+	assert.NotContains(t, r.host.logText(), `to "primary:connected"`, "the dead old primary is never taken for a healthy standby")
+}
+
+func TestMultiLineErrorsAreFoldedIntoOneLine(t *testing.T) {
+	err := "failed to connect to `user=postgres`:\n\t127.0.0.1:5432 (127.0.0.1): dial error: refused\n\t127.0.0.1:5432 (127.0.0.1): dial error: refused"
+	assert.Equal(t, "failed to connect to `user=postgres`: 127.0.0.1:5432 (127.0.0.1): dial error: refused", oneLine(err))
+}
+
 func TestStandbyThatNeverReachedItsPrimaryDoesNotPromote(t *testing.T) {
 	r := startKeeper(t, true, nil)
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
