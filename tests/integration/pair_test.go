@@ -359,3 +359,33 @@ func TestFastShutdownIsQuickWhilePartnerHangs(t *testing.T) {
 		t.Logf("fast shutdown of %s with a check in flight: %s", n.Name, took)
 	}
 }
+
+// TestPgKeeperEraFailoverTableKeepsWorking: users of pg_keeper created
+// failover_log (unixtime int, host varchar(10)); the keeper writes the
+// columns such a table has.
+func TestPgKeeperEraFailoverTableKeepsWorking(t *testing.T) {
+	p := startPair(t, nil, nil)
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	p.primary.Exec(t, "pg_state", "drop table failover_log")
+	p.primary.Exec(t, "pg_state", fmt.Sprintf("create table failover_log (unixtime int, host varchar(%d))", max(10, len(host))))
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		n, err := p.standby.TryQueryString(context.Background(), "pg_state", "select count(*) from pg_attribute where attrelid = 'failover_log'::regclass and attnum > 0")
+		return n == "2", fmt.Sprintf("old table not replicated yet: %q %v", n, err)
+	})
+	before := time.Now().Unix()
+	_, err = p.primary.Stop(t, "immediate")
+	require.NoError(t, err)
+	waitWritable(t, p.standby, time.Now(), failoverBound)
+	var row string
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		row, err = p.standby.TryQueryString(context.Background(), "pg_state", "select host || ' ' || unixtime from failover_log order by unixtime desc limit 1")
+		return err == nil, fmt.Sprintf("no row: %v", err)
+	})
+	var gotHost string
+	var unixtime int64
+	_, err = fmt.Sscanf(row, "%s %d", &gotHost, &unixtime)
+	require.NoError(t, err, row)
+	assert.Equal(t, host, gotHost)
+	assert.GreaterOrEqual(t, unixtime, before)
+}
