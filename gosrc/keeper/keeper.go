@@ -439,8 +439,10 @@ func (k *Keeper) reload() {
 	old := k.settings
 	k.settings, k.configErr, k.lastLogged = s, nil, ""
 	if old.MyConninfo != s.MyConninfo || old.PartnerConninfo != s.PartnerConninfo {
-		// A new partner must answer once before failover is armed again.
+		// A new partner must answer once before failover is armed again;
+		// check it now rather than at the next tick.
 		k.stale, k.everConnected, k.failures = true, false, 0
+		k.nextCheck = time.Now()
 		if k.cancelJob != nil {
 			k.cancelJob()
 		}

@@ -221,6 +221,28 @@ func TestPanicInAGoroutineRestartsTheWorkerInsteadOfCrashing(t *testing.T) {
 	assert.Contains(t, r.host.logText(), "panic: boom")
 }
 
+func TestFailoverRecordCanBeTurnedOff(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.failover_log_database": ""})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
+	assert.Equal(t, []string{"writable"}, r.node.history())
+}
+
+func TestANewPartnerIsCheckedAtOnceAfterAReload(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "60s"})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	base := r.prober.checks.Load()
+	r.host.set("pg_keeper.partner_conninfo", "host=127.0.0.3 port=5432")
+	r.host.signal(EventReload)
+	st := r.waitStatus(t, "a check of the new partner", func(s Status) bool {
+		return r.prober.checks.Load() > base && s.State == "connected"
+	})
+	assert.Contains(t, st.Partner, "host=127.0.0.3")
+	assert.Contains(t, r.host.logText(), "settings reloaded")
+}
+
 func TestStartCommandKillsTheWholeGroupOnTimeout(t *testing.T) {
 	cmd, err := StartCommand("echo started; sleep 30 & wait", []string{"PATH=/usr/bin:/bin"}, t.TempDir(), 200*time.Millisecond)
 	require.NoError(t, err)
