@@ -36,19 +36,11 @@ func newFakeHost(t *testing.T, inRecovery bool, settings map[string]string) *fak
 	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	require.NoError(t, err)
 	t.Cleanup(func() { unix.Close(fd) })
-	base := map[string]string{
-		"pg_keeper.my_conninfo":           "host=127.0.0.1 port=5432 dbname=postgres",
-		"pg_keeper.partner_conninfo":      "host=127.0.0.2 port=5432 dbname=postgres password=Pw123456",
-		"pg_keeper.keepalive_time":        "40ms",
-		"pg_keeper.keepalive_count":       "3",
-		"pg_keeper.keepalives_time":       "5",
-		"pg_keeper.keepalives_count":      "4",
-		"pg_keeper.check_timeout":         "0",
-		"pg_keeper.after_command":         "",
-		"pg_keeper.after_command_timeout": "5",
-		"pg_keeper.failover_log_database": "pg_state",
-		"pg_keeper.failover_log_table":    "failover_log",
-	}
+	base := defaultSettings()
+	base["pg_keeper.partner_conninfo"] = "host=127.0.0.2 port=5432 dbname=postgres password=Pw123456"
+	base["pg_keeper.keepalive_time"] = "40ms"
+	base["pg_keeper.keepalive_count"] = "3"
+	base["pg_keeper.after_command_timeout"] = "5"
 	for k, v := range settings {
 		base[k] = v
 	}

@@ -9,9 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// getter serves settings from a map; names in set count as set explicitly.
-func getter(values map[string]string, set ...string) Getter {
-	base := map[string]string{
+// defaultSettings are the server's defaults for every pg_keeper.* setting,
+// with both conninfos filled in.
+func defaultSettings() map[string]string {
+	return map[string]string{
 		"pg_keeper.my_conninfo":           "host=10.0.0.10 port=5432 dbname=postgres",
 		"pg_keeper.partner_conninfo":      "host=10.0.0.11 port=5432 dbname=postgres",
 		"pg_keeper.keepalive_time":        "5",
@@ -23,6 +24,11 @@ func getter(values map[string]string, set ...string) Getter {
 		"pg_keeper.failover_log_database": "pg_state",
 		"pg_keeper.failover_log_table":    "failover_log",
 	}
+}
+
+// getter serves settings from a map; names in set count as set explicitly.
+func getter(values map[string]string, set ...string) Getter {
+	base := defaultSettings()
 	for k, v := range values {
 		base[k] = v
 	}
