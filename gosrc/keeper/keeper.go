@@ -147,7 +147,7 @@ func (k *Keeper) turn() {
 	}
 }
 
-// check runs one check of the partner under a deadline of keepalive_time
+// check runs one check of the partner under a deadline of check_timeout
 // and counts its result.
 func (k *Keeper) check(inRecovery bool) {
 	if err := k.ensureConns(); err != nil {
@@ -559,7 +559,7 @@ func (k *Keeper) await(timeout time.Duration, fn func(ctx context.Context) error
 		if k.shutdown || k.fatal != nil {
 			return errShutdown
 		}
-		k.serve(time.Until(time.Now().Add(timeout)))
+		k.serve(timeout) // fn wakes the loop when it returns
 	}
 }
 

@@ -177,13 +177,17 @@ func (p *Prober) CheckStandby(ctx context.Context) (keeper.StandbyCheck, error) 
 		return sc, fmt.Errorf("local node: %w", err)
 	}
 	var inRecovery bool
-	if err := classify(p.partner.QueryRow(ctx, "select pg_is_in_recovery()", &inRecovery)); err != nil {
+	err = classify(p.partner.QueryRow(ctx, "select pg_is_in_recovery()", &inRecovery))
+	var answered *keeper.AnsweredError
+	if err != nil && !errors.As(err, &answered) {
 		return sc, err
 	}
+	// Even a standby that answers with an error must stream: synchronous
+	// commits wait for the walsender, not for the answer.
 	if sc.Streaming == 0 {
-		return sc, errors.New("the standby answers but no walsender streams to it")
+		return sc, errors.New("no walsender streams to the standby")
 	}
-	return sc, nil
+	return sc, err
 }
 
 // Close closes both sessions.

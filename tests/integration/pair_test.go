@@ -452,3 +452,24 @@ func TestPrivileges(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "must be superuser or have privileges of pg_read_all_settings")
 }
+
+// TestSyncStandbyThatAnswersButDoesNotStreamIsLost: the partner answers
+// with an error (an unknown role) while no walsender streams; synchronous
+// commits would wait forever, so the keeper must still switch to async.
+func TestSyncStandbyThatAnswersButDoesNotStreamIsLost(t *testing.T) {
+	p := startPair(t, nil, nil)
+	p.primary.Exec(t, "postgres", "create table sync_probe (i int)")
+	p.primary.SetConf(t, "synchronous_standby_names", "'*'")
+	p.primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(strings.Replace(p.primary.ConnString("postgres"), "user=postgres", "user=nobody", 1)))
+	p.primary.Reload(t)
+	_, err := p.standby.Stop(t, "immediate")
+	require.NoError(t, err)
+	fault := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), failoverBound+time.Second)
+	defer cancel()
+	_, err = p.primary.TryQueryString(ctx, "postgres", "insert into sync_probe values (1) returning 1")
+	require.NoError(t, err, "commit did not resume")
+	t.Logf("commit resumed %s after the standby stopped", time.Since(fault))
+	p.waitState(t, p.primary, "primary", "async", 5*time.Second)
+	assert.Contains(t, p.primary.Log(), `role "nobody" does not exist`)
+}
