@@ -113,8 +113,8 @@ func TestHungCheckEndsAtCheckTimeout(t *testing.T) {
 	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
 	start := time.Now()
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
-	// Three checks, 200 ms apart, the last one cut at 100 ms: about 0.5 s
-	// to 0.7 s; the generous upper bound only catches a missing deadline.
+	// Three checks, 200 ms apart, the last one cut at 50 ms: about 0.45 s
+	// to 0.65 s; the generous upper bound only catches a missing deadline.
 	assert.Less(t, time.Since(start), 2*time.Second)
 }
 

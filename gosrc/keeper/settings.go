@@ -168,7 +168,9 @@ func parseDuration(name, v string) (time.Duration, error) {
 }
 
 // checkTimeout reads pg_keeper.check_timeout, in milliseconds as the server
-// reports it: 0 (or anything unreadable) means half of keepalive_time, and
+// reports it: 0 (or anything unreadable) means a quarter of keepalive_time
+// (so that a silent partner is declared lost about keepalive_time x
+// keepalive_count after it fell silent, on median), and
 // a value above keepalive_time is capped with a warning, since a check must
 // end before the next one is due.
 func checkTimeout(v string, keepalive time.Duration) (time.Duration, string) {
@@ -176,7 +178,7 @@ func checkTimeout(v string, keepalive time.Duration) (time.Duration, string) {
 	d := time.Duration(ms) * time.Millisecond
 	switch {
 	case err != nil || ms <= 0:
-		return keepalive / 2, ""
+		return keepalive / 4, ""
 	case d > keepalive:
 		return keepalive, fmt.Sprintf("pg_keeper.check_timeout = %s is longer than pg_keeper.keepalive_time = %s: using %s", d, keepalive, keepalive)
 	}

@@ -48,7 +48,7 @@ func TestDefaultsMatchPgKeeper(t *testing.T) {
 	assert.Empty(t, warnings)
 	assert.Equal(t, 5*time.Second, s.KeepaliveTime)
 	assert.Equal(t, 4, s.KeepaliveCount)
-	assert.Equal(t, 2500*time.Millisecond, s.CheckTimeout, "half of keepalive_time by default")
+	assert.Equal(t, 1250*time.Millisecond, s.CheckTimeout, "a quarter of keepalive_time by default")
 	assert.Equal(t, 20*time.Second, s.FailoverAfter())
 }
 

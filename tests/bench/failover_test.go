@@ -60,8 +60,8 @@ func TestFailoverTimes(t *testing.T) {
 	in := pgtest.Require(t, true)
 	var report strings.Builder
 	bound := *keepalive * time.Duration(*count)
-	fmt.Fprintf(&report, "# Failover times\n\nPostgreSQL %d, keepalive_time = %s, keepalive_count = %d, check_timeout = %s (default: half of keepalive_time), %d runs per fault.\n",
-		in.Major, *keepalive, *count, *keepalive/2, *runs)
+	fmt.Fprintf(&report, "# Failover times\n\nPostgreSQL %d, keepalive_time = %s, keepalive_count = %d, check_timeout = %s (default: a quarter of keepalive_time), %d runs per fault.\n",
+		in.Major, *keepalive, *count, *keepalive/4, *runs)
 	fmt.Fprintf(&report, "Target: median fault → writable within keepalive_time × keepalive_count + 0.3 s = %s.\n\n", bound+300*time.Millisecond)
 	report.WriteString("| fault | fault → detected (min / median / max) | fault → promoted | fault → writable (client) |\n|---|---|---|---|\n")
 	for _, f := range faults {
