@@ -155,7 +155,7 @@ pgk_define_settings(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_keeper.check_timeout",
-							"Deadline of one check of the partner (connect and query together).",
+							"Deadline of the check that would make the keeper act (connect and query together).",
 							"0 means a quarter of pg_keeper.keepalive_time; larger values are capped at keepalive_time.",
 							&pgk_check_timeout, 0, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,

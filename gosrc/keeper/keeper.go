@@ -147,8 +147,12 @@ func (k *Keeper) turn() {
 	}
 }
 
-// check runs one check of the partner under a deadline of check_timeout
-// and counts its result.
+// check runs one check of the partner and counts its result.  Its deadline
+// is keepalive_time, except for a check whose failure would make the keeper
+// act (the keepalive_count-th in a row): that one gets check_timeout.  Only
+// that last deadline adds to the time a silent partner takes to be declared
+// lost, while the earlier checks tolerate a lost packet or two (TCP
+// retransmits after 200 ms or more).
 func (k *Keeper) check(inRecovery bool) {
 	if err := k.ensureConns(); err != nil {
 		k.countFailure(err)
@@ -159,7 +163,11 @@ func (k *Keeper) check(inRecovery bool) {
 	k.lastCheck = start
 	k.nextCheck = start.Add(k.settings.KeepaliveTime)
 	var sc StandbyCheck
-	err := k.await(k.settings.CheckTimeout, func(ctx context.Context) error {
+	deadline := k.settings.KeepaliveTime
+	if k.failures+1 >= k.settings.KeepaliveCount {
+		deadline = k.settings.CheckTimeout
+	}
+	err := k.await(deadline, func(ctx context.Context) error {
 		if inRecovery {
 			return k.prober.CheckPrimary(ctx)
 		}

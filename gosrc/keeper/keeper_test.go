@@ -118,6 +118,43 @@ func TestHungCheckEndsAtCheckTimeout(t *testing.T) {
 	assert.Less(t, time.Since(start), 2*time.Second)
 }
 
+func TestASlowPartnerThatAnswersWithinKeepaliveTimeIsNotLost(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms", "pg_keeper.check_timeout": "50"})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	base := r.prober.checks.Load()
+	// Every check answers after 100 ms: later than check_timeout, sooner
+	// than keepalive_time, like a network that retransmits.
+	r.prober.primary.Store(func(ctx context.Context) error {
+		select {
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	require.Eventually(t, func() bool { return r.prober.checks.Load()-base >= 8 }, 5*time.Second, 5*time.Millisecond)
+	st, _, promotes := r.host.snapshot()
+	assert.Zero(t, promotes)
+	assert.Equal(t, 0, st.ConsecutiveFailures)
+
+	// After keepalive_count-1 outright failures the decisive check is held
+	// to check_timeout, so the same slow answer now counts as lost.
+	n := r.prober.checks.Load()
+	r.prober.primary.Store(func(ctx context.Context) error {
+		if r.prober.checks.Load()-n <= 2 {
+			return errRefused
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
+}
+
 func TestPrimarySwitchesToAsyncAndRestoresSync(t *testing.T) {
 	r := startKeeper(t, false, nil)
 	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
