@@ -40,16 +40,25 @@ GO_SOURCES = $(shell find gosrc -name '*.go' -not -name '*_test.go') extension/p
 # Go's asynchronous preemption would unblock SIGURG, which the server uses
 # for latch wake-ups; GODEBUG cannot reach Go inside a backend (design.md).
 GO_LDFLAGS = -X=runtime.godebugDefault=asyncpreemptoff=1
-EXTRA_CLEAN = $(CORE_LIB) pg_keeper_go_core.h
+EXTRA_CLEAN = $(CORE_LIB) pg_keeper_go_core.h tests/regress/out
+
+# make installcheck: pg_regress against a running server that preloads the
+# library (docker/regress.sh sets one up inside each major's image).
+REGRESS      = pg_keeper_go
+REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress/out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# NO_GO=1 builds and installs the C shim and the SQL scripts only, with a
+# pg_keeper_go_core.so built elsewhere (the Docker images build it once).
+ifndef NO_GO
 all: $(CORE_LIB)
 
 $(CORE_LIB): $(GO_SOURCES)
 	@test -n "$(GO)" || { echo "error: Go toolchain not found: install Go 1.26 (/usr/local/go) or set GO=/path/to/go" >&2; exit 1; }
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -trimpath -ldflags '$(GO_LDFLAGS)' -o $@ ./gosrc/core
+endif
 
 install: install-core
 .PHONY: install-core
@@ -81,8 +90,54 @@ BENCH_RUNS ?= 5
 bench: install
 	$(GO) test -v -count=1 -timeout 60m ./tests/bench -args -bench.runs=$(BENCH_RUNS) -bench.out=$(CURDIR)/results/failover.md
 
-demo: all install
-	./scripts/demo.sh start
+# The demo: node1, node2 and app in Docker (docker-compose.yml).
+demo: image-$(PG_MAJOR)
+	PG_MAJOR=$(PG_MAJOR) ./docker/demo.sh
 
 demo-stop:
-	./scripts/demo.sh stop
+	docker-compose down -v
+
+# The same pair without Docker, on this machine (root; servers run as postgres).
+demo-local: all install
+	./scripts/demo.sh start
+
+# ---------------------------------------------------------------------
+# Docker: images per major, the demo, regress and failure scenarios.
+# No registry here: base images are made from Debian's packages when
+# missing (docker/base-image.sh); with a registry they are pulled.
+# ---------------------------------------------------------------------
+MAJORS      = 13 15 17 18
+PG_MAJOR   ?= 15
+suite_13    = bullseye
+suite_15    = bookworm
+suite_17    = trixie
+suite_18    = sid
+GO_IMAGE    = golang:1.26-bullseye
+CORE_IMAGE  = pg_keeper_go-core:latest
+GOPROXY    ?= $(shell $(GO) env GOPROXY 2>/dev/null)
+
+.PHONY: images image-core image-golang $(addprefix image-,$(MAJORS)) regress test-docker test-matrix demo-local
+
+image-golang:
+	@docker/base-image.sh bullseye
+	@docker image inspect $(GO_IMAGE) >/dev/null 2>&1 || { \
+	  echo "== building $(GO_IMAGE) from debian:bullseye and $$(dirname $$(dirname $$(readlink -f $(GO))))"; \
+	  tar -C $$(dirname $$(dirname $$(dirname $$(readlink -f $(GO))))) -c go -C $(CURDIR)/docker golang.Dockerfile \
+	    -C /etc/ssl/certs ca-certificates.crt \
+	    | docker build -q -t $(GO_IMAGE) -f golang.Dockerfile - >/dev/null; }
+
+image-core: image-golang
+	docker build -q -t $(CORE_IMAGE) -f docker/core.Dockerfile --build-arg GOPROXY=$(GOPROXY) . >/dev/null
+
+$(addprefix image-,$(MAJORS)): image-%: image-core
+	@docker/base-image.sh $(suite_$*)
+	docker build -q --target build -t pg_keeper_go-build:pg$* -f docker/Dockerfile \
+	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) . >/dev/null
+	docker build -q --target node -t pg_keeper_go:pg$* -f docker/Dockerfile \
+	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) . >/dev/null
+
+images: $(addprefix image-,$(MAJORS))
+
+# The regress suite inside the image of one major (PG_MAJOR=15 by default).
+regress: image-$(PG_MAJOR)
+	docker run --rm pg_keeper_go-build:pg$(PG_MAJOR) docker/regress.sh

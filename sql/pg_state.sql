@@ -29,7 +29,7 @@ COMMENT ON TABLE failover_log IS
 'one row per promotion made by pg_keeper_go; the newest row names the current primary';
 COMMENT ON COLUMN failover_log.unixtime IS 'time of the promotion, seconds since the Unix epoch';
 COMMENT ON COLUMN failover_log.host IS 'host name of the node that was promoted';
-COMMENT ON COLUMN failover_log.old_primary IS 'the former primary, as host:port (no password)';
+COMMENT ON COLUMN failover_log.old_primary IS 'the former primary, as host=... port=... (never a password)';
 COMMENT ON COLUMN failover_log.new_timeline IS 'timeline the promoted node writes on';
 COMMENT ON COLUMN failover_log.promote_lsn IS 'last WAL position replayed before the promotion';
 COMMENT ON COLUMN failover_log.reason IS 'why the keeper promoted, with the failed checks';

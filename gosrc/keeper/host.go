@@ -120,7 +120,7 @@ type SyncSetting struct {
 type FailoverRecord struct {
 	PromotedAt  time.Time
 	Host        string // this node's host name
-	OldPrimary  string // the former primary, host:port
+	OldPrimary  string // the former primary, "host=... port=..." (no password)
 	NewTimeline uint32
 	PromoteLSN  uint64 // last WAL position replayed before the promotion
 	Reason      string

@@ -1,0 +1,15 @@
+# The Go core library, pg_keeper_go_core.so, built once for every image:
+# on bullseye, the oldest glibc of the supported Debian releases, so that
+# the same file loads on bullseye, bookworm, trixie and sid.
+FROM golang:1.26-bullseye
+ARG GOPROXY=https://proxy.golang.org,direct
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY gosrc gosrc
+COPY extension/pg_keeper_go_host.h extension/
+# Asynchronous preemption off: see the Makefile and design.md, rule 4.
+RUN CGO_ENABLED=1 go build -buildmode=c-shared -trimpath \
+      -ldflags '-X=runtime.godebugDefault=asyncpreemptoff=1' \
+      -o /out/pg_keeper_go_core.so ./gosrc/core \
+ && rm /out/pg_keeper_go_core.h

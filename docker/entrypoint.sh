@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Entry point of a pg_keeper_go node container (runs as postgres).
+#
+# First start, with an empty $PGDATA:
+#   NODE_ROLE=primary   initdb, the pg_state database, CREATE EXTENSION
+#   NODE_ROLE=standby   pg_basebackup from $PRIMARY_HOST (retried until it answers)
+# Every start: exec postgres in the foreground.
+#
+# Settings (environment):
+#   MY_HOST, PARTNER_HOST    this node and its partner on the heartbeat network
+#   PRIMARY_HOST             the first primary on the replication network (standby only)
+#   KEEPALIVE_TIME           pg_keeper.keepalive_time (default 2)
+#   KEEPALIVE_COUNT          pg_keeper.keepalive_count (default 3)
+#   AFTER_COMMAND            pg_keeper.after_command (default: a line in the log)
+#   EXTRA_CONF               more postgresql.conf lines
+#
+# The demo trusts the Docker networks in pg_hba.conf; a real deployment uses
+# scram-sha-256 and a ~/.pgpass.
+set -euo pipefail
+: "${NODE_ROLE:?set NODE_ROLE to primary or standby}"
+: "${PARTNER_HOST:?set PARTNER_HOST}"
+KEEPALIVE_TIME=${KEEPALIVE_TIME:-2}
+KEEPALIVE_COUNT=${KEEPALIVE_COUNT:-3}
+AFTER_COMMAND=${AFTER_COMMAND:-echo "pg_keeper_go promoted $(hostname): timeline \$PG_KEEPER_TIMELINE"}
+
+log() { echo "entrypoint: $*" >&2; }
+
+keeper_conf() {
+	cat <<EOF
+
+# --- pg_keeper_go node $(hostname) ---
+listen_addresses = '*'
+cluster_name = '$(hostname)'
+wal_level = replica
+hot_standby = on
+wal_keep_size = '128MB'
+log_line_prefix = '%m [%p] '
+shared_preload_libraries = 'pg_keeper_go'
+pg_keeper.my_conninfo = 'host=127.0.0.1 port=5432 user=postgres dbname=postgres'
+pg_keeper.partner_conninfo = 'host=$PARTNER_HOST port=5432 user=postgres dbname=postgres connect_timeout=2'
+pg_keeper.keepalive_time = $KEEPALIVE_TIME
+pg_keeper.keepalive_count = $KEEPALIVE_COUNT
+pg_keeper.after_command = '${AFTER_COMMAND//\'/\'\'}'
+${EXTRA_CONF:-}
+EOF
+}
+
+if [[ ! -s $PGDATA/PG_VERSION ]]; then
+	case $NODE_ROLE in
+	primary)
+		log "initialising a new primary"
+		initdb -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 >/dev/null
+		keeper_conf >>"$PGDATA/postgresql.conf"
+		printf 'host all all all trust\nhost replication all all trust\n' >>"$PGDATA/pg_hba.conf"
+		pg_ctl -D "$PGDATA" -w -o "-c listen_addresses=''" start >/dev/null
+		psql -X -q -v ON_ERROR_STOP=1 -d postgres -f "/usr/share/postgresql/$PG_MAJOR/extension/pg_state.sql" >/dev/null
+		psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "create extension pg_keeper_go"
+		pg_ctl -D "$PGDATA" -w -m fast stop >/dev/null
+		;;
+	standby)
+		: "${PRIMARY_HOST:?set PRIMARY_HOST for a standby}"
+		log "cloning $PRIMARY_HOST with pg_basebackup"
+		deadline=$((SECONDS + ${BASEBACKUP_TIMEOUT:-120}))
+		until pg_basebackup -D "$PGDATA" -R -X stream -c fast -h "$PRIMARY_HOST" -U postgres 2>/tmp/basebackup.err; do
+			((SECONDS < deadline)) || { cat /tmp/basebackup.err >&2; exit 1; }
+			rm -rf "${PGDATA:?}"/*
+			sleep 1
+		done
+		# The copied postgresql.conf is the primary's: later lines win.
+		keeper_conf >>"$PGDATA/postgresql.conf"
+		;;
+	*)
+		log "NODE_ROLE must be primary or standby, not '$NODE_ROLE'"
+		exit 2
+		;;
+	esac
+fi
+
+exec postgres -D "$PGDATA"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs "make installcheck" (tests/regress) inside a pg_keeper_go-build image:
+# a throwaway cluster that preloads pg_keeper_go, whose partner does not exist
+# (so the keeper runs, and fails its checks, during the tests).
+set -euo pipefail
+cd /src
+data=$(mktemp -d /tmp/regress-XXXX)
+chown postgres "$data"
+as_pg() { runuser -u postgres -- "$@"; }
+as_pg initdb -D "$data/db" -U postgres -A trust --locale=C -E UTF8 >/dev/null
+cat >>"$data/db/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$data'
+shared_preload_libraries = 'pg_keeper_go'
+pg_keeper.my_conninfo = 'host=$data dbname=postgres user=postgres'
+pg_keeper.partner_conninfo = 'host=127.0.0.1 port=1 dbname=postgres user=postgres password=regress_secret connect_timeout=1'
+pg_keeper.keepalive_time = 1
+pg_keeper.keepalive_count = 3
+CONF
+as_pg pg_ctl -D "$data/db" -l "$data/log" -w start >/dev/null
+# The keeper publishes its first status after its first check.
+as_pg psql -X -q -h "$data" -d postgres -c "create extension pg_keeper_go"
+for _ in $(seq 100); do
+	[[ $(psql -X -A -t -h "$data" -U postgres -d postgres -c "select state from pg_keeper_status()" 2>/dev/null) =~ ^(failing|alone|connected)$ ]] && break
+	sleep 0.1
+done
+rc=0
+PGHOST=$data PGUSER=postgres make -s NO_GO=1 with_llvm=no PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" installcheck || rc=$?
+if ((rc)); then
+	cat tests/regress/out/regression.diffs 2>/dev/null || true
+	grep -i "pg_keeper\|error\|fatal" "$data/log" | tail -20 || true
+fi
+as_pg pg_ctl -D "$data/db" -m fast -w stop >/dev/null
+exit $rc

@@ -1,0 +1,342 @@
+// Package docker runs the failure scenarios against the Docker cluster of
+// docker-compose.yml, for one PostgreSQL major (env PG_MAJOR, default 15):
+// each test starts its own compose project, injects a fault from outside,
+// and reports fault → writable times and whether both nodes ever accepted
+// writes in the same period.  Every container, volume and network a test
+// creates is removed when it ends, also when it fails.
+//
+// The tests skip, saying why, without Docker or without the image
+// pg_keeper_go:pgNN (make image-NN).
+package docker
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// cluster is one compose project: node1 (primary) and node2 (standby).
+type cluster struct {
+	t       *testing.T
+	project string
+	major   string
+	env     []string
+	root    string
+}
+
+type options struct {
+	keepaliveTime  int // seconds
+	keepaliveCount int
+}
+
+func major() string {
+	if m := os.Getenv("PG_MAJOR"); m != "" {
+		return m
+	}
+	return "15"
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// startCluster brings up node1 and node2 and waits until both keepers
+// report "connected".
+func startCluster(t *testing.T, o options) *cluster {
+	t.Helper()
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		t.Skip("docker-compose not found")
+	}
+	m := major()
+	image := "pg_keeper_go:pg" + m
+	if out, err := exec.Command("docker", "image", "inspect", image).CombinedOutput(); err != nil {
+		t.Skipf("image %s not found (make image-%s): %s", image, m, firstLine(string(out)))
+	}
+	c := &cluster{
+		t:       t,
+		project: fmt.Sprintf("pgkt%d%04d", os.Getpid(), rand.N(10000)),
+		major:   m,
+		root:    repoRoot(),
+		env: append(os.Environ(), "PG_MAJOR="+m,
+			fmt.Sprintf("KEEPALIVE_TIME=%d", o.keepaliveTime),
+			fmt.Sprintf("KEEPALIVE_COUNT=%d", o.keepaliveCount)),
+	}
+	t.Cleanup(c.down)
+	c.compose("up", "-d", "node1", "node2")
+	c.waitState("node1", "primary", "connected", 90*time.Second)
+	c.waitState("node2", "standby", "connected", 90*time.Second)
+	c.psql("node1", "postgres", "create table writes (node text, at timestamptz default clock_timestamp())")
+	return c
+}
+
+func (c *cluster) down() {
+	if c.t.Failed() {
+		out, _ := c.composeOut("logs", "--no-color", "--tail", "40", "node1", "node2")
+		c.t.Logf("last log lines:\n%s", out)
+	}
+	// Paused or disconnected containers are stopped all the same.
+	_, _ = c.composeOut("unpause")
+	if out, err := c.composeOut("down", "-v", "-t", "2", "--remove-orphans"); err != nil {
+		c.t.Errorf("docker-compose down: %v\n%s", err, out)
+	}
+}
+
+func (c *cluster) composeOut(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"-p", c.project, "-f", filepath.Join(c.root, "docker-compose.yml")}, args...)...)
+	cmd.Env = c.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *cluster) compose(args ...string) string {
+	c.t.Helper()
+	out, err := c.composeOut(args...)
+	require.NoError(c.t, err, "docker-compose %v: %s", args, out)
+	return out
+}
+
+// docker runs the docker CLI with a deadline.
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	require.NoError(t, err, "docker %v: %s", args, out)
+	return strings.TrimSpace(string(out))
+}
+
+// container returns the container id of a service.
+func (c *cluster) container(service string) string {
+	return strings.TrimSpace(c.compose("ps", "-q", service))
+}
+
+// network returns the full name of a compose network ("heartbeat").
+func (c *cluster) network(name string) string { return c.project + "_" + name }
+
+// ip returns a service's address on a network, as the host reaches it.
+func (c *cluster) ip(service, network string) string {
+	return docker(c.t, "inspect", "-f", fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).IPAddress}}`, c.network(network)), c.container(service))
+}
+
+// tryPsql runs one statement in a service with psql and returns its output.
+func (c *cluster) tryPsql(service, db, sql string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "exec", c.container(service), "psql", "-X", "-A", "-t", "-d", db, "-c", sql)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (c *cluster) psql(service, db, sql string) string {
+	c.t.Helper()
+	out, err := c.tryPsql(service, db, sql)
+	require.NoError(c.t, err, "%s: %s: %s", service, sql, out)
+	return out
+}
+
+// waitState polls pg_keeper_status() of a service.
+func (c *cluster) waitState(service, role, state string, deadline time.Duration) {
+	c.t.Helper()
+	eventually(c.t, deadline, 50*time.Millisecond, func() (bool, string) {
+		out, err := c.tryPsql(service, "postgres", "select role || '/' || state from pg_keeper_status()")
+		return err == nil && out == role+"/"+state, fmt.Sprintf("%s: %q %v", service, out, err)
+	})
+}
+
+// logs returns a service's log.
+func (c *cluster) logs(service string) string {
+	out, _ := c.composeOut("logs", "--no-color", service)
+	return out
+}
+
+// eventually polls cond until it holds, failing the test after deadline.
+func eventually(t *testing.T, deadline, every time.Duration, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var msg string
+	for {
+		var ok bool
+		if ok, msg = cond(); ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > deadline {
+			t.Fatalf("not true within %s: %s", deadline, msg)
+		}
+		time.Sleep(every) // the poll interval
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// write is one acknowledged INSERT.
+type write struct {
+	node string
+	at   time.Time
+}
+
+// writer inserts into both nodes every 50 ms over the replication network
+// (the application's) and records every acknowledged write.
+type writer struct {
+	mu     sync.Mutex
+	writes []write
+	stop   chan struct{}
+	done   sync.WaitGroup
+}
+
+func (c *cluster) startWriter() *writer {
+	w := &writer{stop: make(chan struct{})}
+	for _, node := range []string{"node1", "node2"} {
+		conninfo := fmt.Sprintf("host=%s port=5432 user=postgres dbname=postgres sslmode=disable", c.ip(node, "replication"))
+		w.done.Add(1)
+		go w.loop(node, conninfo)
+	}
+	c.t.Cleanup(w.close)
+	return w
+}
+
+func (w *writer) loop(node, conninfo string) {
+	defer w.done.Done()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		if conn == nil {
+			conn, _ = pgx.Connect(ctx, conninfo)
+		}
+		if conn != nil {
+			if _, err := conn.Exec(ctx, "insert into writes (node) values ($1)", node); err == nil {
+				w.mu.Lock()
+				w.writes = append(w.writes, write{node, time.Now()})
+				w.mu.Unlock()
+			} else if conn.IsClosed() || ctx.Err() != nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+		cancel()
+	}
+}
+
+func (w *writer) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+		w.done.Wait()
+	}
+}
+
+// report summarises the writes from the fault on: the first write the new
+// primary took, the last the old one took, and whether they overlapped.
+type report struct {
+	firstNode2, lastNode1 time.Time
+	node1After, node2     int
+}
+
+func (w *writer) report(fault time.Time) report {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var r report
+	for _, wr := range w.writes {
+		switch {
+		case wr.node == "node2":
+			r.node2++
+			if r.firstNode2.IsZero() || wr.at.Before(r.firstNode2) {
+				r.firstNode2 = wr.at
+			}
+		case wr.at.After(fault):
+			r.node1After++
+			if wr.at.After(r.lastNode1) {
+				r.lastNode1 = wr.at
+			}
+		}
+	}
+	return r
+}
+
+// overlap is how long both nodes accepted writes at once (0 if never).
+func (r report) overlap() time.Duration {
+	if r.firstNode2.IsZero() || r.lastNode1.IsZero() || r.lastNode1.Before(r.firstNode2) {
+		return 0
+	}
+	return r.lastNode1.Sub(r.firstNode2)
+}
+
+// result is one scenario's outcome, written to results/ by writeResults.
+type result struct {
+	scenario string
+	writable time.Duration // fault → node2 accepted a write; 0 if it did not
+	overlap  time.Duration
+	note     string
+}
+
+var (
+	resultsMu sync.Mutex
+	results   []result
+)
+
+func record(t *testing.T, r result) {
+	t.Logf("%s: fault → writable %s, both nodes writable for %s. %s", r.scenario, r.writable.Round(time.Millisecond), r.overlap.Round(time.Millisecond), r.note)
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
+	results = append(results, r)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if len(results) > 0 {
+		writeResults()
+	}
+	os.Exit(code)
+}
+
+// writeResults appends this run's table to results/scenarios-pgNN.md.
+func writeResults() {
+	sort.SliceStable(results, func(i, j int) bool { return results[i].scenario < results[j].scenario })
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Failure scenarios, PostgreSQL %s\n\nkeepalive_time = 1 s (2 s for the lossy link), keepalive_count = 3. Written by `go test ./tests/docker` on %s.\n\n",
+		major(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	b.WriteString("| scenario | fault → standby writable | both nodes writable for | notes |\n|---|---|---|---|\n")
+	for _, r := range results {
+		w := "-"
+		if r.writable > 0 {
+			w = strconv.FormatFloat(r.writable.Seconds(), 'f', 2, 64) + " s"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.2f s | %s |\n", r.scenario, w, r.overlap.Seconds(), r.note)
+	}
+	dir := filepath.Join(repoRoot(), "results")
+	_ = os.MkdirAll(dir, 0o755)
+	_ = os.WriteFile(filepath.Join(dir, "scenarios-pg"+major()+".md"), []byte(b.String()), 0o644)
+}

@@ -1,0 +1,64 @@
+-- The SQL surface of pg_keeper_go: the extension, pg_keeper_status(), the
+-- settings, the failover_log script, bad input and privileges.
+-- The server runs with a partner that does not exist (docker/regress.sh).
+
+CREATE EXTENSION pg_keeper_go;
+SELECT extname, extversion, obj_description(oid, 'pg_extension') AS comment
+FROM pg_extension WHERE extname = 'pg_keeper_go';
+
+-- every object has a comment
+SELECT p.oid::regprocedure AS function, obj_description(p.oid, 'pg_proc') IS NOT NULL AS has_comment
+FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_keeper_go';
+
+-- one row, from the running keeper; no password in any column
+SELECT count(*) FROM pg_keeper_status();
+SELECT role, state IN ('connected', 'failing', 'alone', 'init') AS known_state,
+       partner, worker_pid > 0 AS has_worker, timeline,
+       keepalive_time, keepalive_count, failover_after, config_error
+FROM pg_keeper_status();
+SELECT count(*) AS rows_with_password
+FROM pg_keeper_status() s
+WHERE s::text LIKE '%regress_secret%';
+
+-- settings: both spellings, units, reload-only, ranges, reserved prefix
+SHOW pg_keeper.keepalive_time;
+SHOW pg_keeper.keepalives_count;
+SHOW pg_keeper.check_timeout;
+SET pg_keeper.keepalive_time = 2;
+ALTER SYSTEM SET pg_keeper.keepalive_count = 0;
+ALTER SYSTEM SET pg_keeper.keepalive_time = 'abc';
+ALTER SYSTEM SET pg_keeper.keepalive_time = '2min';
+ALTER SYSTEM RESET pg_keeper.keepalive_time;
+SET pg_keeper.keepalive_tme = 3;
+
+-- privileges: pg_monitor may read the status, others may not, and nobody
+-- but superusers (and pg_read_all_settings) sees the conninfos
+CREATE ROLE regress_pgk_app;
+CREATE ROLE regress_pgk_monitor IN ROLE pg_monitor;
+SET ROLE regress_pgk_app;
+SELECT role FROM pg_keeper_status();
+SHOW pg_keeper.partner_conninfo;
+RESET ROLE;
+SET ROLE regress_pgk_monitor;
+SELECT role FROM pg_keeper_status();
+RESET ROLE;
+DROP ROLE regress_pgk_app;
+DROP ROLE regress_pgk_monitor;
+
+-- the failover_log script, twice (it is idempotent)
+\i sql/pg_state.sql
+\i sql/pg_state.sql
+SELECT column_name, data_type FROM information_schema.columns
+WHERE table_name = 'failover_log' ORDER BY ordinal_position;
+SELECT count(*) AS columns_without_comment
+FROM information_schema.columns c
+WHERE c.table_name = 'failover_log'
+  AND col_description('failover_log'::regclass, c.ordinal_position) IS NULL;
+-- host names longer than pg_keeper users' varchar(10)
+INSERT INTO failover_log (unixtime, host) VALUES (1, 'db-primary-01.example.internal');
+SELECT unixtime, host, old_primary FROM failover_log ORDER BY unixtime DESC LIMIT 1;
+\connect contrib_regression
+DROP DATABASE pg_state;
+
+DROP EXTENSION pg_keeper_go;
