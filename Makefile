@@ -9,9 +9,9 @@
 # PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config selects another major;
 # GO=/path/to/go another Go toolchain.
 
-# Install the build dependencies first when the goal is "test" or "deps" on
-# a fresh machine (the checks below would stop the build otherwise).
-ifneq ($(filter test deps,$(MAKECMDGOALS)),)
+# Install the dependencies first for the goals a fresh machine starts with
+# (the checks below would stop the build otherwise).
+ifneq ($(filter test deps demo test-matrix bench images,$(MAKECMDGOALS)),)
 $(shell ./scripts/install-deps.sh >&2)
 endif
 
@@ -65,7 +65,7 @@ install: install-core
 install-core: $(CORE_LIB)
 	$(INSTALL_SHLIB) $(CORE_LIB) '$(DESTDIR)$(pkglibdir)/$(CORE_LIB)'
 
-.PHONY: deps test test-unit test-integration vet bench demo demo-stop
+.PHONY: deps test test-unit test-integration vet bench bench-local demo demo-stop
 
 # Installs what the build and the tests need on Debian (as root).
 deps:
@@ -82,12 +82,25 @@ test-unit:
 test-integration: install
 	$(GO) test -count=1 -p 1 -timeout 20m -v ./tests/integration/...
 
-# One package at a time: the integration tests time failovers on two cores.
-test: vet all install
-	$(GO) test -count=1 -p 1 -timeout 25m ./...
+# The README's test command: unit and integration tests, then, for the
+# default major in Docker, the regress suite and the failure scenarios.
+# One package at a time: the tests time failovers on two cores.
+test: vet all install image-$(PG_MAJOR)
+	$(MAKE) --no-print-directory regress PG_MAJOR=$(PG_MAJOR)
+	PG_MAJOR=$(PG_MAJOR) $(GO) test -count=1 -p 1 -timeout 40m ./...
 
-BENCH_RUNS ?= 5
-bench: install
+# The failover benchmark in Docker, per major: results/bench.md and
+# results/bench.png (BENCH_RUNS failovers per fault and major).
+BENCH_RUNS   ?= 5
+BENCH_MAJORS ?= $(MAJORS)
+bench: $(addprefix image-,$(BENCH_MAJORS))
+	for m in $(BENCH_MAJORS); do \
+	  PG_MAJOR=$$m $(GO) test -count=1 -timeout 60m -run '^TestBench$$' ./tests/docker -args -bench.runs=$(BENCH_RUNS) || exit 1; \
+	done
+
+# The same measurement on local PostgreSQL 15 pairs, with nftables for the
+# vanished host: results/failover.md.
+bench-local: install
 	$(GO) test -v -count=1 -timeout 60m ./tests/bench -args -bench.runs=$(BENCH_RUNS) -bench.out=$(CURDIR)/results/failover.md
 
 # The demo: node1, node2 and app in Docker (docker-compose.yml).
@@ -124,19 +137,28 @@ image-golang:
 	  echo "== building $(GO_IMAGE) from debian:bullseye and $$(dirname $$(dirname $$(readlink -f $(GO))))"; \
 	  tar -C $$(dirname $$(dirname $$(dirname $$(readlink -f $(GO))))) -c go -C $(CURDIR)/docker golang.Dockerfile \
 	    -C /etc/ssl/certs ca-certificates.crt \
-	    | docker build -q -t $(GO_IMAGE) -f golang.Dockerfile - >/dev/null; }
+	    | docker build -q --force-rm -t $(GO_IMAGE) -f golang.Dockerfile - >/dev/null; }
 
 image-core: image-golang
-	docker build -q -t $(CORE_IMAGE) -f docker/core.Dockerfile --build-arg GOPROXY=$(GOPROXY) . >/dev/null
+	docker build -q --force-rm -t $(CORE_IMAGE) -f docker/core.Dockerfile --build-arg GOPROXY=$(GOPROXY) . >/dev/null
 
 $(addprefix image-,$(MAJORS)): image-%: image-core
 	@docker/base-image.sh $(suite_$*)
-	docker build -q --target build -t pg_keeper_go-build:pg$* -f docker/Dockerfile \
+	docker build -q --force-rm --target build -t pg_keeper_go-build:pg$* -f docker/Dockerfile \
 	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) . >/dev/null
-	docker build -q --target node -t pg_keeper_go:pg$* -f docker/Dockerfile \
+	docker build -q --force-rm --target node -t pg_keeper_go:pg$* -f docker/Dockerfile \
 	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) . >/dev/null
 
 images: $(addprefix image-,$(MAJORS))
+
+# Regress suite and failure scenarios on every major (MATRIX_MAJORS).
+MATRIX_MAJORS ?= $(MAJORS)
+test-matrix: $(addprefix image-,$(MATRIX_MAJORS))
+	for m in $(MATRIX_MAJORS); do \
+	  echo "== PostgreSQL $$m"; \
+	  $(MAKE) --no-print-directory regress PG_MAJOR=$$m || exit 1; \
+	  PG_MAJOR=$$m $(GO) test -count=1 -timeout 40m ./tests/docker || exit 1; \
+	done
 
 # The regress suite inside the image of one major (PG_MAJOR=15 by default).
 regress: image-$(PG_MAJOR)

@@ -4,7 +4,10 @@
 # First start, with an empty $PGDATA:
 #   NODE_ROLE=primary   initdb, the pg_state database, CREATE EXTENSION
 #   NODE_ROLE=standby   pg_basebackup from $PRIMARY_HOST (retried until it answers)
-# Every start: exec postgres in the foreground.
+# Every start: run postgres.  If postgres dies on its own (a crash), the
+# container stays up, as a host does when its server crashes: connections
+# are refused rather than lost with the container's address.  docker stop
+# (SIGINT or SIGTERM) makes a fast shutdown.
 #
 # Settings (environment):
 #   MY_HOST, PARTNER_HOST    this node and its partner on the heartbeat network
@@ -76,4 +79,16 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
 	esac
 fi
 
-exec postgres -D "$PGDATA"
+postgres -D "$PGDATA" &
+pid=$!
+stopping=
+trap 'stopping=1; kill -INT "$pid" 2>/dev/null' INT TERM
+while kill -0 "$pid" 2>/dev/null; do
+	wait "$pid" || true
+done
+[[ -n $stopping ]] && exit 0
+log "postgres exited by itself; the container stays up (docker restart to start it again)"
+while [[ -z $stopping ]]; do
+	sleep 1 &
+	wait $! || true
+done

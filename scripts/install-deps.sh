@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing pg_keeper_go needs on Debian bookworm:
 # PostgreSQL 15 (server, client, server headers), a C compiler and make,
-# nftables (the benchmark's vanished-host fault).  Go 1.26 is expected at
+# nftables (the local benchmark's vanished-host fault), debootstrap (the
+# Docker base images; Docker itself and docker-compose come with the
+# machine).  Go 1.26 is expected at
 # /usr/local/go or on PATH (Debian's golang-go is too old).
 # Run as root; does nothing when everything is already there.
 set -euo pipefail
 
 PG_MAJOR=${PG_MAJOR:-15}
-packages=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR gcc make nftables)
+packages=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR gcc make nftables debootstrap)
 
 missing=()
 for p in "${packages[@]}"; do

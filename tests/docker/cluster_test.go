@@ -111,14 +111,20 @@ func (c *cluster) compose(args ...string) string {
 	return out
 }
 
-// docker runs the docker CLI with a deadline.
+// docker runs the docker CLI with a deadline, failing the test on error.
 func docker(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := dockerTry(args...)
+	require.NoError(t, err, "docker %v: %s", args, out)
+	return out
+}
+
+// dockerTry runs the docker CLI with a deadline.
+func dockerTry(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
-	require.NoError(t, err, "docker %v: %s", args, out)
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), err
 }
 
 // container returns the container id of a service.

@@ -1,0 +1,161 @@
+package docker
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image/color"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+var benchRuns = flag.Int("bench.runs", 0, "failovers per kind of fault for TestBench (0 skips it; make bench)")
+
+// benchSample is one failover, as seconds from the fault.
+type benchSample struct {
+	Fault    string  `json:"fault"`
+	Detected float64 `json:"detected"`
+	Promoted float64 `json:"promoted"`
+	Writable float64 `json:"writable"`
+}
+
+var benchFaults = []struct {
+	name   string
+	inject fault
+}{{"crash", crash}, {"hang", hang}, {"vanished", vanish}}
+
+// TestBench runs each timing fault bench.runs times on this major, saves
+// the samples to results/bench/pgNN.json and rewrites results/bench.md and
+// results/bench.png from the samples of every major measured so far.
+func TestBench(t *testing.T) {
+	if *benchRuns <= 0 {
+		t.Skip("benchmark: run with -args -bench.runs=N (make bench)")
+	}
+	var samples []benchSample
+	for _, f := range benchFaults {
+		for i := 0; i < *benchRuns; i++ {
+			t.Run(fmt.Sprintf("%s/%d", f.name, i), func(t *testing.T) {
+				c := standard(t)
+				w := c.startWriter()
+				// A random phase: real faults do not wait for the check cycle.
+				time.Sleep(rand.N(keepaliveTime))
+				fault := f.inject(t, c)
+				writable := waitNode2Writable(t, w, fault, 3*bound)
+				c.waitState("node2", "primary", "alone", 10*time.Second)
+				logs := c.logs("node2")
+				s := benchSample{Fault: f.name,
+					Detected: logTime(t, logs, `to "standby:promoting"`).Sub(fault).Seconds(),
+					Promoted: logTime(t, logs, "pg_keeper_go: promoted").Sub(fault).Seconds(),
+					Writable: writable.Seconds()}
+				t.Logf("%s: detected %.2f s, promoted %.2f s, writable %.2f s", f.name, s.Detected, s.Promoted, s.Writable)
+				samples = append(samples, s)
+			})
+		}
+	}
+	dir := filepath.Join(repoRoot(), "results", "bench")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	b, err := json.MarshalIndent(samples, "", "  ")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pg"+major()+".json"), b, 0o644))
+	require.NoError(t, writeBenchReport(filepath.Join(repoRoot(), "results")))
+}
+
+var logStamp = regexp.MustCompile(`(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC)`)
+
+// logTime returns the server time stamp of the first log line with substr.
+func logTime(t *testing.T, logs, substr string) time.Time {
+	for _, line := range strings.Split(logs, "\n") {
+		if m := logStamp.FindStringSubmatch(line); m != nil && strings.Contains(line, substr) {
+			at, err := time.Parse("2006-01-02 15:04:05.000 MST", m[1])
+			require.NoError(t, err)
+			return at
+		}
+	}
+	t.Fatalf("no log line with %q", substr)
+	return time.Time{}
+}
+
+// writeBenchReport writes bench.md and bench.png from results/bench/*.json.
+func writeBenchReport(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "bench", "pg*.json"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	target := (keepaliveTime*keepaliveCount + 300*time.Millisecond).Seconds()
+	var md strings.Builder
+	fmt.Fprintf(&md, "# Failover benchmark (Docker)\n\nkeepalive_time = %s, keepalive_count = %d, check_timeout = default (a quarter of keepalive_time); the fault at a random phase of the check cycle. "+
+		"Times in seconds from the fault, min / median / max. Target: median fault → writable within %.1f s.\n\n", keepaliveTime, keepaliveCount, target)
+	md.WriteString("| major | fault | runs | fault → detected | fault → promoted | fault → writable |\n|---|---|---|---|---|---|\n")
+	p := plot.New()
+	p.Title.Text = "pg_keeper_go: fault → writable (Docker)"
+	p.Y.Label.Text = "seconds"
+	var names []string
+	x := 0.0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var samples []benchSample
+		if err := json.Unmarshal(b, &samples); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		major := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "pg"), ".json")
+		for _, fault := range benchFaults {
+			var det, pro, wri plotter.Values
+			for _, s := range samples {
+				if s.Fault == fault.name {
+					det, pro, wri = append(det, s.Detected), append(pro, s.Promoted), append(wri, s.Writable)
+				}
+			}
+			if len(wri) == 0 {
+				continue
+			}
+			fmt.Fprintf(&md, "| %s | %s | %d | %s | %s | %s |\n", major, fault.name, len(wri), summary(det), summary(pro), summary(wri))
+			box, err := plotter.NewBoxPlot(vg.Points(18), x, wri)
+			if err != nil {
+				return err
+			}
+			p.Add(box)
+			names = append(names, major+" "+fault.name)
+			x++
+		}
+	}
+	line, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: target}, {X: x - 0.5, Y: target}})
+	if err != nil {
+		return err
+	}
+	line.Color = color.RGBA{R: 200, A: 255}
+	line.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
+	p.Add(line)
+	p.Legend.Add(fmt.Sprintf("target %.1f s", target), line)
+	p.NominalX(names...)
+	p.Y.Min = 0
+	md.WriteString("\n![fault → writable per major and fault](bench.png)\n")
+	if err := p.Save(vg.Length(80+60*len(names))*vg.Points(1), 4*vg.Inch, filepath.Join(dir, "bench.png")); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "bench.md"), []byte(md.String()), 0o644)
+}
+
+func summary(v plotter.Values) string {
+	s := append(plotter.Values(nil), v...)
+	sort.Float64s(s)
+	median := s[len(s)/2]
+	if len(s)%2 == 0 {
+		median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fmt.Sprintf("%.2f / %.2f / %.2f", s[0], median, s[len(s)-1])
+}
