@@ -125,6 +125,9 @@ suite_13    = bullseye
 suite_15    = bookworm
 suite_17    = trixie
 suite_18    = sid
+# sid's Release files are valid for a week only; a mirror that lags behind
+# (as the one these machines reach does) would make apt refuse them.
+apt_opts_18 = -o Acquire::Check-Valid-Until=false
 GO_IMAGE    = golang:1.26-bullseye
 CORE_IMAGE  = pg_keeper_go-core:latest
 GOPROXY    ?= $(shell $(GO) env GOPROXY 2>/dev/null)
@@ -145,9 +148,11 @@ image-core: image-golang
 $(addprefix image-,$(MAJORS)): image-%: image-core
 	@docker/base-image.sh $(suite_$*)
 	docker build -q --force-rm --target build -t pg_keeper_go-build:pg$* -f docker/Dockerfile \
-	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) . >/dev/null
+	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) \
+	  --build-arg APT_OPTS="$(apt_opts_$*)" . >/dev/null
 	docker build -q --force-rm --target node -t pg_keeper_go:pg$* -f docker/Dockerfile \
-	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) . >/dev/null
+	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) \
+	  --build-arg APT_OPTS="$(apt_opts_$*)" . >/dev/null
 
 images: $(addprefix image-,$(MAJORS))
 

@@ -18,7 +18,6 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/guc_tables.h"
-#include "utils/wait_event.h"
 
 #if PG_VERSION_NUM < 130000
 #error "pg_keeper_go supports PostgreSQL 13 and later"
@@ -26,6 +25,13 @@
 
 #if PG_VERSION_NUM >= 150000
 #include "access/xlogrecovery.h"
+#endif
+
+/* Wait events moved out of pgstat.h in 14. */
+#if PG_VERSION_NUM >= 140000
+#include "utils/wait_event.h"
+#else
+#include "pgstat.h"
 #endif
 
 #ifndef PGK_VERSION

@@ -68,7 +68,7 @@ func startCluster(t *testing.T, o options) *cluster {
 	}
 	c := &cluster{
 		t:       t,
-		project: fmt.Sprintf("pgkt%d%04d", os.Getpid(), rand.N(10000)),
+		project: fmt.Sprintf("pgkt%dx%04d", os.Getpid(), rand.N(10000)),
 		major:   m,
 		root:    repoRoot(),
 		env: append(os.Environ(), "PG_MAJOR="+m,
@@ -321,11 +321,40 @@ func record(t *testing.T, r result) {
 }
 
 func TestMain(m *testing.M) {
+	removeStaleProjects()
 	code := m.Run()
 	if len(results) > 0 {
 		writeResults()
 	}
 	os.Exit(code)
+}
+
+// removeStaleProjects removes what test processes that no longer run left
+// behind (a test killed by a timeout runs no cleanup): compose projects
+// named pgkt<pid>x<n>.
+func removeStaleProjects() {
+	out, err := exec.Command("docker", "ps", "-a", "--format", `{{.Label "com.docker.compose.project"}}`).Output()
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, project := range strings.Fields(string(out)) {
+		var pid, n int
+		if seen[project] || !strings.HasPrefix(project, "pgkt") {
+			continue
+		}
+		seen[project] = true
+		if _, err := fmt.Sscanf(project, "pgkt%dx%d", &pid, &n); err != nil || processAlive(pid) {
+			continue
+		}
+		c := &cluster{t: nil, project: project, root: repoRoot(), env: os.Environ()}
+		_, _ = c.composeOut("down", "-v", "-t", "1", "--remove-orphans")
+	}
+}
+
+func processAlive(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err == nil
 }
 
 // writeResults appends this run's table to results/scenarios-pgNN.md.

@@ -21,7 +21,8 @@ SELECT count(*) AS rows_with_password
 FROM pg_keeper_status() s
 WHERE s::text LIKE '%regress_secret%';
 
--- settings: both spellings, units, reload-only, ranges, reserved prefix
+-- settings: both spellings, units, reload-only, ranges (a misspelt
+-- pg_keeper.* name is refused from PostgreSQL 15 on: tests/integration)
 SHOW pg_keeper.keepalive_time;
 SHOW pg_keeper.keepalives_count;
 SHOW pg_keeper.check_timeout;
@@ -30,7 +31,6 @@ ALTER SYSTEM SET pg_keeper.keepalive_count = 0;
 ALTER SYSTEM SET pg_keeper.keepalive_time = 'abc';
 ALTER SYSTEM SET pg_keeper.keepalive_time = '2min';
 ALTER SYSTEM RESET pg_keeper.keepalive_time;
-SET pg_keeper.keepalive_tme = 3;
 
 -- privileges: pg_monitor may read the status, others may not, and nobody
 -- but superusers (and pg_read_all_settings) sees the conninfos
@@ -38,7 +38,14 @@ CREATE ROLE regress_pgk_app;
 CREATE ROLE regress_pgk_monitor IN ROLE pg_monitor;
 SET ROLE regress_pgk_app;
 SELECT role FROM pg_keeper_status();
-SHOW pg_keeper.partner_conninfo;
+-- (the wording of this error changed in 16; its SQLSTATE did not)
+DO $$
+BEGIN
+    PERFORM current_setting('pg_keeper.partner_conninfo');
+    RAISE NOTICE 'partner_conninfo is visible';
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'partner_conninfo is hidden (SQLSTATE %)', SQLSTATE;
+END $$;
 RESET ROLE;
 SET ROLE regress_pgk_monitor;
 SELECT role FROM pg_keeper_status();
