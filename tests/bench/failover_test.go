@@ -154,22 +154,11 @@ func failOnce(t *testing.T, in *pgtest.Install, f fault) sample {
 	}
 }
 
-var logStamp = regexp.MustCompile(`^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+)`)
-
 // logTime returns the time of the first log line containing substr.
 func logTime(t *testing.T, log, substr string) time.Time {
-	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, substr) {
-			continue
-		}
-		m := logStamp.FindStringSubmatch(line)
-		require.NotNil(t, m, "no time stamp in %q", line)
-		at, err := time.Parse("2006-01-02 15:04:05.000 MST", m[1])
-		require.NoError(t, err)
-		return at
-	}
-	t.Fatalf("no log line with %q", substr)
-	return time.Time{}
+	at, err := pgtest.LogTime(log, substr)
+	require.NoError(t, err)
+	return at
 }
 
 // dropPackets makes the primary vanish from the network: an nftables rule

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -18,6 +17,8 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
 )
 
 var benchRuns = flag.Int("bench.runs", 0, "failovers per kind of fault for TestBench (0 skips it; make bench)")
@@ -71,19 +72,11 @@ func TestBench(t *testing.T) {
 	require.NoError(t, writeBenchReport(filepath.Join(repoRoot(), "results")))
 }
 
-var logStamp = regexp.MustCompile(`(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC)`)
-
 // logTime returns the server time stamp of the first log line with substr.
 func logTime(t *testing.T, logs, substr string) time.Time {
-	for _, line := range strings.Split(logs, "\n") {
-		if m := logStamp.FindStringSubmatch(line); m != nil && strings.Contains(line, substr) {
-			at, err := time.Parse("2006-01-02 15:04:05.000 MST", m[1])
-			require.NoError(t, err)
-			return at
-		}
-	}
-	t.Fatalf("no log line with %q", substr)
-	return time.Time{}
+	at, err := pgtest.LogTime(logs, substr)
+	require.NoError(t, err)
+	return at
 }
 
 // writeBenchReport writes bench.md and bench.png from results/bench/*.json.

@@ -161,8 +161,14 @@ func TestLossyLink(t *testing.T) {
 			fmt.Sprintf(`ip -o -4 addr show | awk '$4 ~ /^%s\// {print $2}'`, c.ip(node, "heartbeat")))
 		if _, err := dockerTry("exec", "-u", "root", id, "tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "20%", "delay", "20ms", "10ms"); err != nil {
 			how = "nftables: 20 % loss on receipt, no jitter (no sch_netem in this kernel)"
-			docker(t, "exec", "-u", "root", id, "nft", fmt.Sprintf(
-				`add table inet lossy; add chain inet lossy in { type filter hook input priority 0; }; add rule inet lossy in iifname "%s" numgen random mod 100 < 20 drop`, dev))
+			docker(t, "exec", "-u", "root", id, "sh", "-c", fmt.Sprintf(`nft -f - <<'EOF'
+table inet lossy {
+	chain lossy_input {
+		type filter hook input priority 0; policy accept;
+		iifname "%s" numgen random mod 100 < 20 drop
+	}
+}
+EOF`, dev))
 		}
 	}
 	start := time.Now()

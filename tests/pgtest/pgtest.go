@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -627,4 +628,18 @@ func Eventually(t testing.TB, deadline, interval time.Duration, cond func() (boo
 		t.Fatalf("pgtest: not true within %v: %s", deadline, msg)
 	}
 	return d
+}
+
+// logStamp matches the time stamp that log_line_prefix '%m' writes.
+var logStamp = regexp.MustCompile(`(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [A-Z]+)`)
+
+// LogTime returns the time stamp of the first line of a server log that
+// contains substr (log_line_prefix must start with %m).
+func LogTime(log, substr string) (time.Time, error) {
+	for _, line := range strings.Split(log, "\n") {
+		if m := logStamp.FindStringSubmatch(line); m != nil && strings.Contains(line, substr) {
+			return time.Parse("2006-01-02 15:04:05.000 MST", m[1])
+		}
+	}
+	return time.Time{}, fmt.Errorf("no log line with %q", substr)
 }
