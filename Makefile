@@ -3,11 +3,12 @@
 #
 #   make                 build pg_keeper_go.so and pg_keeper_go_core.so
 #   make install         install both, the control file and the SQL scripts
-#   make test            everything the README's test command runs
-#   make demo            start a local two-node cluster (see README)
+#   make demo            the demo cluster in Docker (make demo-local: without)
+#   make test            the README's test command (make test-matrix: every major)
+#   make bench           the failover benchmark in Docker, every major
 #
-# PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config selects another major;
-# GO=/path/to/go another Go toolchain.
+# PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config selects another major (for
+# the Docker targets too, or PG_MAJOR=NN alone); GO=/path/to/go another Go.
 
 # Install the dependencies first for the goals a fresh machine starts with
 # (the checks below would stop the build otherwise).
@@ -21,7 +22,8 @@ GO ?= $(firstword $(shell command -v go 2>/dev/null) $(wildcard /usr/local/go/bi
 ifeq ($(shell command -v $(PG_CONFIG) 2>/dev/null),)
 $(error pg_config not found ("$(PG_CONFIG)"): install the Debian package postgresql-server-dev-15, or set PG_CONFIG=/path/to/pg_config)
 endif
-PG_MAJOR := $(shell $(PG_CONFIG) --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+# The major of PG_CONFIG; also the default major of the Docker targets.
+PG_MAJOR ?= $(shell $(PG_CONFIG) --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 ifeq ($(wildcard $(shell $(PG_CONFIG) --includedir-server)/postgres.h),)
 $(error PostgreSQL $(PG_MAJOR) server headers not found: install the Debian package postgresql-server-dev-$(PG_MAJOR))
 endif
@@ -120,7 +122,6 @@ demo-local: all install
 # missing (docker/base-image.sh); with a registry they are pulled.
 # ---------------------------------------------------------------------
 MAJORS      = 13 15 17 18
-PG_MAJOR   ?= 15
 suite_13    = bullseye
 suite_15    = bookworm
 suite_17    = trixie
@@ -132,7 +133,7 @@ GO_IMAGE    = golang:1.26-bullseye
 CORE_IMAGE  = pg_keeper_go-core:latest
 GOPROXY    ?= $(shell $(GO) env GOPROXY 2>/dev/null)
 
-.PHONY: images image-core image-golang $(addprefix image-,$(MAJORS)) regress test-docker test-matrix demo-local
+.PHONY: images image-core image-golang $(addprefix image-,$(MAJORS)) regress test-matrix demo-local
 
 image-golang:
 	@docker/base-image.sh bullseye
@@ -145,14 +146,14 @@ image-golang:
 image-core: image-golang
 	docker build -q --force-rm -t $(CORE_IMAGE) -f docker/core.Dockerfile --build-arg GOPROXY=$(GOPROXY) . >/dev/null
 
+# Two images per major: pg_keeper_go-build:pgNN (headers, pg_regress: the
+# regress suite) and pg_keeper_go:pgNN (what the demo and scenarios run).
+image_args = -f docker/Dockerfile --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* \
+	--build-arg CORE_IMAGE=$(CORE_IMAGE) --build-arg APT_OPTS="$(apt_opts_$*)"
 $(addprefix image-,$(MAJORS)): image-%: image-core
 	@docker/base-image.sh $(suite_$*)
-	docker build -q --force-rm --target build -t pg_keeper_go-build:pg$* -f docker/Dockerfile \
-	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) \
-	  --build-arg APT_OPTS="$(apt_opts_$*)" . >/dev/null
-	docker build -q --force-rm --target node -t pg_keeper_go:pg$* -f docker/Dockerfile \
-	  --build-arg DEBIAN_SUITE=$(suite_$*) --build-arg PG_MAJOR=$* --build-arg CORE_IMAGE=$(CORE_IMAGE) \
-	  --build-arg APT_OPTS="$(apt_opts_$*)" . >/dev/null
+	docker build -q --force-rm --target build -t pg_keeper_go-build:pg$* $(image_args) . >/dev/null
+	docker build -q --force-rm --target node -t pg_keeper_go:pg$* $(image_args) . >/dev/null
 
 images: $(addprefix image-,$(MAJORS))
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"image/color"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -21,7 +22,10 @@ import (
 	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
 )
 
-var benchRuns = flag.Int("bench.runs", 0, "failovers per kind of fault for TestBench (0 skips it; make bench)")
+var (
+	benchRuns   = flag.Int("bench.runs", 0, "failovers per kind of fault for TestBench (0 skips it; make bench)")
+	benchReport = flag.Bool("bench.report", false, "only rewrite results/bench.md and bench.png from results/bench/*.json")
+)
 
 // benchSample is one failover, as seconds from the fault.
 type benchSample struct {
@@ -40,6 +44,10 @@ var benchFaults = []struct {
 // the samples to results/bench/pgNN.json and rewrites results/bench.md and
 // results/bench.png from the samples of every major measured so far.
 func TestBench(t *testing.T) {
+	if *benchReport {
+		require.NoError(t, writeBenchReport(filepath.Join(repoRoot(), "results")))
+		return
+	}
 	if *benchRuns <= 0 {
 		t.Skip("benchmark: run with -args -bench.runs=N (make bench)")
 	}
@@ -136,6 +144,7 @@ func writeBenchReport(dir string) error {
 	p.Legend.Add(fmt.Sprintf("target %.1f s", target), line)
 	p.NominalX(names...)
 	p.Y.Min = 0
+	p.Y.Max = math.Max(p.Y.Max, target) + 0.6 // room for the title
 	md.WriteString("\n![fault → writable per major and fault](bench.png)\n")
 	if err := p.Save(vg.Length(80+60*len(names))*vg.Points(1), 4*vg.Inch, filepath.Join(dir, "bench.png")); err != nil {
 		return err
