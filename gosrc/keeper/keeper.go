@@ -386,7 +386,7 @@ func (k *Keeper) startAfterCommand(rec FailoverRecord) {
 		"PG_KEEPER_ROLE=primary",
 		"PG_KEEPER_OLD_PRIMARY=" + rec.OldPrimary,
 		fmt.Sprintf("PG_KEEPER_TIMELINE=%d", rec.NewTimeline),
-		"PG_KEEPER_PROMOTE_LSN=" + formatLSN(rec.PromoteLSN),
+		"PG_KEEPER_PROMOTE_LSN=" + FormatLSN(rec.PromoteLSN),
 		fmt.Sprintf("PG_KEEPER_PROMOTED_AT=%d", rec.PromotedAt.Unix()),
 	}
 	for _, name := range []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "PGPASSFILE", "PGSERVICEFILE", "PGSYSCONFDIR"} {
@@ -685,6 +685,7 @@ func writeFileAtomic(path string, v any) error {
 	return nil
 }
 
-func formatLSN(lsn uint64) string {
+// FormatLSN writes a WAL position the way PostgreSQL does ("0/3000060").
+func FormatLSN(lsn uint64) string {
 	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
 }

@@ -97,7 +97,7 @@ func (l *Local) RecordFailover(ctx context.Context, rec keeper.FailoverRecord) (
 		"host":         rec.Host,
 		"old_primary":  rec.OldPrimary,
 		"new_timeline": int64(rec.NewTimeline),
-		"promote_lsn":  fmt.Sprintf("%X/%X", uint32(rec.PromoteLSN>>32), uint32(rec.PromoteLSN)),
+		"promote_lsn":  keeper.FormatLSN(rec.PromoteLSN),
 		"reason":       rec.Reason,
 		"promoted_at":  rec.PromotedAt,
 	}

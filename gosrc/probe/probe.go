@@ -82,11 +82,11 @@ func (s *Session) QueryRow(ctx context.Context, sql string, dest ...any) error {
 
 // Exec runs a statement on the session's connection.
 func (s *Session) Exec(ctx context.Context, sql string, args ...any) error {
-	var one int
-	if err := s.QueryRow(ctx, "select 1", &one); err != nil {
+	conn, err := s.Conn(ctx)
+	if err != nil {
 		return err
 	}
-	if _, err := s.conn.Exec(ctx, sql, args...); err != nil {
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
 		if !isServerError(err) {
 			s.drop()
 		}
@@ -95,7 +95,8 @@ func (s *Session) Exec(ctx context.Context, sql string, args ...any) error {
 	return nil
 }
 
-// Conn returns the open connection, connecting if needed.
+// Conn returns the open connection, checked with a round trip and
+// reopened if it broke.
 func (s *Session) Conn(ctx context.Context) (*pgx.Conn, error) {
 	var one int
 	if err := s.QueryRow(ctx, "select 1", &one); err != nil {
