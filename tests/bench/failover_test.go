@@ -104,29 +104,14 @@ func stats(samples []sample, get func(sample) time.Duration) string {
 	return f(d[0]) + " / " + f(median) + " / " + f(d[len(d)-1])
 }
 
-func conf(my, partner string) map[string]string {
-	c := map[string]string{
-		"shared_preload_libraries":  "'pg_keeper_go'",
-		"pg_keeper.keepalive_time":  fmt.Sprintf("'%dms'", keepalive.Milliseconds()),
-		"pg_keeper.keepalive_count": fmt.Sprint(*count),
-		"pg_keeper.my_conninfo":     pgtest.Quote(my),
-	}
-	if partner != "" {
-		c["pg_keeper.partner_conninfo"] = pgtest.Quote(partner)
-	}
-	return c
-}
-
 // startPair starts a primary and a standby whose keepers are connected.
 func startPair(t *testing.T, in *pgtest.Install) (primary, standby *pgtest.Node) {
-	primary = in.NewPrimary(t, "primary", conf("", ""))
-	primary.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(primary.ConnString("postgres")))
-	primary.Exec(t, "postgres", "create table writes (at timestamptz default now())")
-	standby = in.NewStandby(t, "standby", primary, conf("", primary.ConnString("postgres")))
-	standby.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(standby.ConnString("postgres")))
-	standby.Reload(t)
-	primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(standby.ConnString("postgres")))
-	primary.Reload(t)
+	primary, standby = in.NewKeeperPair(t, map[string]string{
+		"pg_keeper.keepalive_time":  fmt.Sprintf("'%dms'", keepalive.Milliseconds()),
+		"pg_keeper.keepalive_count": fmt.Sprint(*count),
+	}, func(primary *pgtest.Node) {
+		primary.Exec(t, "postgres", "create table writes (at timestamptz default now())")
+	})
 	standby.WaitLog(t, `to "standby:connected"`, 15*time.Second)
 	return primary, standby
 }

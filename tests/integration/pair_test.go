@@ -39,22 +39,16 @@ type pair struct {
 	primary, standby *pgtest.Node
 }
 
-// keeperConf is the configuration of one node, in the form pg_keeper users
-// write it (context.md): only the library name differs.
-func keeperConf(my, partner string, extra map[string]string) map[string]string {
+// keeperConf is the keeper's configuration in the form pg_keeper users
+// write it (context.md): only the library name differs.  extra overrides
+// it; pg_keeper's code spelling of a setting replaces the README one.
+func keeperConf(extra map[string]string) map[string]string {
 	conf := map[string]string{
-		"shared_preload_libraries":   "'pg_keeper_go'",
-		"pg_keeper.my_conninfo":      pgtest.Quote(my),
-		"pg_keeper.keepalive_time":   fmt.Sprint(int(keepaliveTime.Seconds())),
-		"pg_keeper.keepalive_count":  fmt.Sprint(keepaliveCount),
-		"pg_keeper.partner_conninfo": pgtest.Quote(partner),
-	}
-	if partner == "" {
-		delete(conf, "pg_keeper.partner_conninfo")
+		"pg_keeper.keepalive_time":  fmt.Sprint(int(keepaliveTime.Seconds())),
+		"pg_keeper.keepalive_count": fmt.Sprint(keepaliveCount),
 	}
 	for k, v := range extra {
 		conf[k] = v
-		// pg_keeper's code spelling replaces the README one.
 		delete(conf, strings.Replace(k, "keepalives_", "keepalive_", 1))
 	}
 	return conf
@@ -62,24 +56,16 @@ func keeperConf(my, partner string, extra map[string]string) map[string]string {
 
 // startPair starts a primary and a standby whose keepers watch each other,
 // creates pg_state.failover_log with sql/pg_state.sql, and waits until both
-// keepers report "connected".
-func startPair(t *testing.T, primaryExtra, standbyExtra map[string]string) *pair {
+// keepers report "connected".  extra applies to both nodes.
+func startPair(t *testing.T, extra map[string]string) *pair {
 	t.Helper()
 	in := pgtest.Require(t, true)
 	p := &pair{install: in}
-	// The standby's port is known only once it exists: the primary gets its
-	// partner_conninfo afterwards, through a reload.
-	p.primary = in.NewPrimary(t, "primary", keeperConf("", "", primaryExtra))
-	p.primary.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(p.primary.ConnString("postgres")))
-	p.psql(t, p.primary, "postgres", "-f", filepath.Join(in.ShareDir, "extension", "pg_state.sql"))
-	p.primary.Exec(t, "postgres", "create extension pg_keeper_go")
-	p.primary.Exec(t, "pg_state", "create table after_command_log (note text, at timestamptz default now())")
-	p.standby = in.NewStandby(t, "standby", p.primary,
-		keeperConf("", p.primary.ConnString("postgres"), standbyExtra))
-	p.standby.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(p.standby.ConnString("postgres")))
-	p.standby.Reload(t)
-	p.primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(p.standby.ConnString("postgres")))
-	p.primary.Reload(t)
+	p.primary, p.standby = in.NewKeeperPair(t, keeperConf(extra), func(primary *pgtest.Node) {
+		p.psql(t, primary, "postgres", "-f", filepath.Join(in.ShareDir, "extension", "pg_state.sql"))
+		primary.Exec(t, "postgres", "create extension pg_keeper_go")
+		primary.Exec(t, "pg_state", "create table after_command_log (note text, at timestamptz default now())")
+	})
 	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
 	p.waitState(t, p.standby, "standby", "connected", 15*time.Second)
 	return p
@@ -191,7 +177,7 @@ func TestStandbyPromotesWhenPrimaryHangs(t *testing.T) {
 // startPairWithAfterCommand is startPair with after_command set on the
 // standby once its port is known.
 func startPairWithAfterCommand(t *testing.T) *pair {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	p.standby.SetConf(t, "pg_keeper.after_command", afterCommand(p.install, p.standby.Port))
 	p.standby.Reload(t)
 	p.standby.WaitLog(t, "after_command=true", 5*time.Second)
@@ -199,7 +185,7 @@ func startPairWithAfterCommand(t *testing.T) *pair {
 }
 
 func TestPrimarySwitchesToAsyncAndBackWhenSyncStandbyIsLost(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	p.primary.Exec(t, "postgres", "create table sync_probe (i int)")
 	p.primary.SetConf(t, "synchronous_standby_names", "'*'")
 	p.primary.Reload(t)
@@ -237,7 +223,7 @@ func TestPrimarySwitchesToAsyncAndBackWhenSyncStandbyIsLost(t *testing.T) {
 func TestReloadChangesSettingsLive(t *testing.T) {
 	// Both nodes spell the count the way pg_keeper's code did.
 	alias := map[string]string{"pg_keeper.keepalives_count": "3"}
-	p := startPair(t, alias, alias)
+	p := startPair(t, alias)
 	s := p.standby
 	assert.Equal(t, "3", s.QueryString(t, "postgres", "select keepalive_count::text from pg_keeper_status()"),
 		"pg_keeper.keepalives_count is read (the default is 4)")
@@ -285,7 +271,7 @@ func keeperLines(log string) string {
 }
 
 func TestBadSettingsAreReportedAndTheServerKeepsRunning(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	s := p.standby
 
 	// Out of range: refused by the server with the allowed range.
@@ -329,7 +315,7 @@ func TestBadSettingsAreReportedAndTheServerKeepsRunning(t *testing.T) {
 // always in flight, and stops both servers with -m fast (pg_ctl gives up
 // after 10 s).
 func TestFastShutdownIsQuickWhilePartnerHangs(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
@@ -366,7 +352,7 @@ func TestFastShutdownIsQuickWhilePartnerHangs(t *testing.T) {
 // failover_log (unixtime int, host varchar(10)); the keeper writes the
 // columns such a table has.
 func TestPgKeeperEraFailoverTableKeepsWorking(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	host, err := os.Hostname()
 	require.NoError(t, err)
 	p.primary.Exec(t, "pg_state", "drop table failover_log")
@@ -395,7 +381,7 @@ func TestPgKeeperEraFailoverTableKeepsWorking(t *testing.T) {
 // TestKeeperExitsWhenThePostmasterDies kills only the postmaster: the
 // keeper must not linger as an orphan.
 func TestKeeperExitsWhenThePostmasterDies(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	pid := p.standby.QueryString(t, "postgres", "select worker_pid from pg_keeper_status()")
 	pm, err := p.standby.PostmasterPID()
 	require.NoError(t, err)
@@ -428,7 +414,7 @@ func TestLoadingOutsideSharedPreloadLibrariesIsRefused(t *testing.T) {
 // TestPrivileges: pg_monitor members read the status; other roles neither
 // the status nor the conninfos.
 func TestPrivileges(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	n := p.primary
 	n.Exec(t, "postgres", "create role monitor login in role pg_monitor")
 	n.Exec(t, "postgres", "create role app login")
@@ -457,7 +443,7 @@ func TestPrivileges(t *testing.T) {
 // with an error (an unknown role) while no walsender streams; synchronous
 // commits would wait forever, so the keeper must still switch to async.
 func TestSyncStandbyThatAnswersButDoesNotStreamIsLost(t *testing.T) {
-	p := startPair(t, nil, nil)
+	p := startPair(t, nil)
 	p.primary.Exec(t, "postgres", "create table sync_probe (i int)")
 	p.primary.SetConf(t, "synchronous_standby_names", "'*'")
 	p.primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(strings.Replace(p.primary.ConnString("postgres"), "user=postgres", "user=nobody", 1)))

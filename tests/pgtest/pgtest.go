@@ -643,3 +643,37 @@ func LogTime(log, substr string) (time.Time, error) {
 	}
 	return time.Time{}, fmt.Errorf("no log line with %q", substr)
 }
+
+// NewKeeperPair starts a primary and a pg_basebackup standby that both
+// preload pg_keeper_go with conf (values verbatim, see Quote), each keeper
+// pointed at its own node (pg_keeper.my_conninfo) and at the other one
+// (pg_keeper.partner_conninfo).  setup, if not nil, runs on the primary
+// before the standby is cloned, so that what it creates is replicated.  The
+// standby's port is known only once it exists, so the primary learns its
+// partner through a reload; callers wait for the keepers to connect.
+func (i *Install) NewKeeperPair(t testing.TB, conf map[string]string, setup func(primary *Node)) (primary, standby *Node) {
+	t.Helper()
+	with := func(partner string) map[string]string {
+		c := map[string]string{"shared_preload_libraries": "'pg_keeper_go'", "pg_keeper.my_conninfo": "''"}
+		if partner != "" {
+			c["pg_keeper.partner_conninfo"] = Quote(partner)
+		}
+		for k, v := range conf {
+			c[k] = v
+		}
+		return c
+	}
+	primary = i.NewPrimary(t, "primary", with(""))
+	primary.SetConf(t, "pg_keeper.my_conninfo", Quote(primary.ConnString("postgres")))
+	if setup != nil {
+		setup(primary)
+	}
+	// The standby's copy of postgresql.conf names the primary in
+	// my_conninfo: the settings appended here override it.
+	standby = i.NewStandby(t, "standby", primary, with(primary.ConnString("postgres")))
+	standby.SetConf(t, "pg_keeper.my_conninfo", Quote(standby.ConnString("postgres")))
+	standby.Reload(t)
+	primary.SetConf(t, "pg_keeper.partner_conninfo", Quote(standby.ConnString("postgres")))
+	primary.Reload(t)
+	return primary, standby
+}
