@@ -45,6 +45,7 @@ type Keeper struct {
 	wake *waker
 
 	settings  Settings
+	partner   string // conninfo.Summary of the partner, made on reload
 	configErr error
 	prober    Prober
 	node      Node
@@ -351,7 +352,7 @@ func (k *Keeper) finishPromotion() {
 	rec := FailoverRecord{
 		PromotedAt:  k.promotedAt,
 		Host:        k.hostname,
-		OldPrimary:  conninfo.Summary(k.settings.PartnerConninfo),
+		OldPrimary:  k.partner,
 		NewTimeline: tli,
 		PromoteLSN:  k.promoteLSN,
 		Reason:      fmt.Sprintf("%d of %d checks of the primary failed; last: %s", k.failures, k.settings.KeepaliveCount, k.lastReason),
@@ -446,6 +447,7 @@ func (k *Keeper) reload() {
 	}
 	old := k.settings
 	k.settings, k.configErr, k.lastLogged = s, nil, ""
+	k.partner = conninfo.Summary(s.PartnerConninfo)
 	if old.MyConninfo != s.MyConninfo || old.PartnerConninfo != s.PartnerConninfo {
 		// A new partner must answer once before failover is armed again;
 		// check it now rather than at the next tick.
@@ -519,7 +521,7 @@ func (k *Keeper) publish() {
 	st := Status{
 		Role:                k.state.Role(),
 		State:               k.state.Short(),
-		Partner:             conninfo.Summary(k.settings.PartnerConninfo),
+		Partner:             k.partner,
 		ConsecutiveFailures: k.failures,
 		KeepaliveTime:       k.settings.KeepaliveTime,
 		KeepaliveCount:      k.settings.KeepaliveCount,
@@ -528,9 +530,6 @@ func (k *Keeper) publish() {
 		LastFailureReason:   lastReason,
 		PromotedAt:          k.promotedAt,
 		UpdatedAt:           time.Now(),
-	}
-	if k.settings.PartnerConninfo == "" {
-		st.Partner = ""
 	}
 	if k.configErr != nil {
 		st.ConfigError = k.configErr.Error()
