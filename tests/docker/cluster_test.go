@@ -357,7 +357,8 @@ func processAlive(pid int) bool {
 	return err == nil
 }
 
-// writeResults appends this run's table to results/scenarios-pgNN.md.
+// writeResults writes this run's table to results/scenarios-pgNN.md,
+// replacing the previous run's.
 func writeResults() {
 	sort.SliceStable(results, func(i, j int) bool { return results[i].scenario < results[j].scenario })
 	var b strings.Builder
@@ -372,6 +373,12 @@ func writeResults() {
 		fmt.Fprintf(&b, "| %s | %s | %.2f s | %s |\n", r.scenario, w, r.overlap.Seconds(), r.note)
 	}
 	dir := filepath.Join(repoRoot(), "results")
-	_ = os.MkdirAll(dir, 0o755)
-	_ = os.WriteFile(filepath.Join(dir, "scenarios-pg"+major()+".md"), []byte(b.String()), 0o644)
+	path := filepath.Join(dir, "scenarios-pg"+major()+".md")
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(path, []byte(b.String()), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "could not write %s: %v\n", path, err)
+	}
 }
