@@ -74,11 +74,11 @@ deps:
 	./scripts/install-deps.sh
 
 vet:
-	@test -z "$$(gofmt -l gosrc)" || { gofmt -l gosrc; echo "error: gofmt needed" >&2; exit 1; }
+	@test -z "$$(gofmt -l gosrc tests)" || { gofmt -l gosrc tests; echo "error: gofmt needed" >&2; exit 1; }
 	$(GO) vet ./...
 
 test-unit:
-	$(GO) test -count=1 ./gosrc/fsm/... ./gosrc/keeper/... ./gosrc/conninfo/...
+	$(GO) test -count=1 ./gosrc/...
 
 # Integration tests start real PostgreSQL pairs with the installed extension.
 test-integration: install
