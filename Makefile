@@ -31,9 +31,9 @@ endif
 EXTENSION  = pg_keeper_go
 MODULE_big = pg_keeper_go
 OBJS       = extension/pg_keeper_go.o
-DATA       = sql/pg_keeper_go--1.0.sql sql/pg_state.sql
+DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql sql/pg_keeper_go--1.0--1.1.sql sql/pg_state.sql
 PGFILEDESC = "pg_keeper_go - automatic failover for a primary/standby pair"
-PG_CPPFLAGS = -I$(srcdir)/extension -DPGK_VERSION='"1.0"'
+PG_CPPFLAGS = -I$(srcdir)/extension -DPGK_VERSION='"1.1"'
 PG_CFLAGS  = -Wall -Werror
 SHLIB_LINK = -ldl
 

@@ -35,7 +35,7 @@
 #endif
 
 #ifndef PGK_VERSION
-#define PGK_VERSION "1.0"
+#define PGK_VERSION "1.1"
 #endif
 
 /* PG_MODULE_MAGIC_EXT names the module in pg_get_loaded_modules() (18+). */

@@ -23,25 +23,33 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compat.h"
 #include "pg_keeper_go_host.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "libpq/auth.h"
+#include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "port/atomics.h"
 #include "postmaster/interrupt.h"
+#include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/pmsignal.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/ps_status.h"
 #include "utils/timestamp.h"
@@ -53,17 +61,32 @@ PGK_MODULE_MAGIC;
 /* Restart delay after the worker exits with an error (a recovered panic). */
 #define PGK_RESTART_SECONDS 1
 
-/* Shared state: the worker's pid and its last published snapshot. */
+/*
+ * Shared state: the worker's pid, its last published snapshot, the write
+ * guard and the leases this node grants as a standby.
+ *
+ * commit_until is read without the lock by every committing backend: it is
+ * the CLOCK_BOOTTIME deadline (ns) before which a write may commit, 0 for
+ * never and PG_UINT64_MAX for always.  The keeper keeps it consistent with
+ * guard_mode, which only says why.
+ */
 typedef struct PgKeeperShared
 {
 	slock_t		mutex;
 	pid_t		worker_pid;		/* 0 when no worker runs */
 	bool		has_status;		/* status has been published once */
 	PgKeeperStatus status;
+
+	pg_atomic_uint64 commit_until;
+	int			guard_mode;		/* PGK_GUARD_* */
+	char		guard_reason[PGK_TEXT_LEN];
+	bool		grants_closed;	/* a promotion has begun: grant nothing */
+	int64		last_grant_ns;	/* CLOCK_BOOTTIME of the last grant, or 0 */
 } PgKeeperShared;
 
 static PgKeeperShared *pgk_shared = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 
 /* Settings.  Go reads them by name through get_setting(). */
 static char *pgk_my_conninfo = NULL;
@@ -77,11 +100,33 @@ static char *pgk_after_command = NULL;
 static int	pgk_after_command_timeout = 60;
 static char *pgk_failover_log_database = NULL;
 static char *pgk_failover_log_table = NULL;
+static char *pgk_witness_conninfo = NULL;
+static int	pgk_split_brain_policy = 0;
+
+static const struct config_enum_entry pgk_policy_options[] = {
+	{"availability", 0, false},
+	{"safety", 1, false},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 PGDLLEXPORT void pg_keeper_go_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(pg_keeper_status);
+PG_FUNCTION_INFO_V1(pg_keeper_grant_lease);
+
+static const char *const pgk_guard_names[] = {"pending", "open", "leased", "fenced"};
+
+/* The clock of leases: it keeps counting while the machine is suspended. */
+static int64
+pgk_boottime_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+		return 0;				/* a zero time makes every lease look expired */
+	return (int64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* ---------------------------------------------------------------------
  * Shared memory
@@ -105,10 +150,143 @@ pgk_shmem_startup(void)
 	pgk_shared = ShmemInitStruct("pg_keeper_go", sizeof(PgKeeperShared), &found);
 	if (!found)
 	{
+		bool		configured = pgk_partner_conninfo && pgk_partner_conninfo[0];
+
 		memset(pgk_shared, 0, sizeof(PgKeeperShared));
 		SpinLockInit(&pgk_shared->mutex);
+
+		/*
+		 * A configured node takes no write until its keeper has judged it:
+		 * it may be an old primary whose standby took over.  A node without
+		 * a partner is not guarded.
+		 */
+		pgk_shared->guard_mode = configured ? PGK_GUARD_PENDING : PGK_GUARD_OPEN;
+		strlcpy(pgk_shared->guard_reason,
+				configured ? "the keeper has not checked the partner since the server started" :
+				"pg_keeper.partner_conninfo is not set",
+				sizeof(pgk_shared->guard_reason));
+		pg_atomic_init_u64(&pgk_shared->commit_until,
+						   configured ? 0 : PG_UINT64_MAX);
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/* ---------------------------------------------------------------------
+ * The write guard, in every backend
+ * ---------------------------------------------------------------------
+ */
+
+/* Copy the guard's mode and reason. */
+static int
+pgk_read_guard(char *reason, size_t len)
+{
+	int			mode;
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	mode = pgk_shared->guard_mode;
+	if (reason)
+		strlcpy(reason, pgk_shared->guard_reason, len);
+	SpinLockRelease(&pgk_shared->mutex);
+	return mode;
+}
+
+/*
+ * Before a write transaction commits (or is prepared) in a client backend:
+ * refuse it unless the guard lets writes through now.  The cost on the
+ * common path is one atomic read and, under a lease, one vDSO clock read.
+ */
+static void
+pgk_xact_callback(XactEvent event, void *arg)
+{
+	uint64		until;
+	char		reason[PGK_TEXT_LEN];
+	int			mode;
+
+	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE)
+		return;
+	if (pgk_shared == NULL || MyBackendType != B_BACKEND ||
+		!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	until = pg_atomic_read_u64(&pgk_shared->commit_until);
+	if (until == PG_UINT64_MAX ||
+		(until != 0 && (uint64) pgk_boottime_ns() < until))
+		return;
+
+	mode = pgk_read_guard(reason, sizeof(reason));
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 mode == PGK_GUARD_FENCED ?
+			 errmsg("cannot commit a write transaction: this node is fenced") :
+			 errmsg("cannot commit a write transaction: this node does not hold the primary lease"),
+			 errdetail("%s", reason),
+			 errhint("The transaction was rolled back. Write to the current primary; pg_keeper_status() on each node shows its role and guard.")));
+}
+
+/*
+ * While the guard is pending or fenced, refuse ordinary connections to a
+ * primary, so that clients (libpq multi-host lists, pools) move on to the
+ * current primary.  Superusers, replication connections and the keepers
+ * (application_name pg_keeper_go...) still get in; the commit check above
+ * holds for superusers too.
+ */
+static void
+pgk_client_auth(Port *port, int status)
+{
+	char		reason[PGK_TEXT_LEN];
+	int			mode;
+	Oid			roleid;
+
+	if (prev_client_auth_hook)
+		prev_client_auth_hook(port, status);
+	if (status != STATUS_OK || pgk_shared == NULL || am_walsender)
+		return;
+	mode = pgk_read_guard(reason, sizeof(reason));
+	if (mode != PGK_GUARD_PENDING && mode != PGK_GUARD_FENCED)
+		return;
+	if (RecoveryInProgress())
+		return;
+	if (port->application_name &&
+		strncmp(port->application_name, "pg_keeper_go", strlen("pg_keeper_go")) == 0)
+		return;
+	roleid = get_role_oid(port->user_name, true);
+	if (OidIsValid(roleid) && superuser_arg(roleid))
+		return;
+
+	ereport(FATAL,
+			(errcode(ERRCODE_CANNOT_CONNECT_NOW),
+			 mode == PGK_GUARD_FENCED ?
+			 errmsg("pg_keeper_go: this node is fenced and takes no connections") :
+			 errmsg("pg_keeper_go: this node takes no connections until its keeper has checked the partner"),
+			 errdetail("%s", reason),
+			 errhint("Connect to the current primary.")));
+}
+
+/*
+ * pg_keeper_grant_lease(): called by the primary's keeper on its standby.
+ * A standby grants as long as it is in recovery and no promotion has
+ * begun; its keeper then promotes only after the last grant has expired.
+ */
+Datum
+pg_keeper_grant_lease(PG_FUNCTION_ARGS)
+{
+	bool		granted = false;
+
+	if (pgk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+	if (!RecoveryInProgress())
+		PG_RETURN_BOOL(false);
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	if (!pgk_shared->grants_closed)
+	{
+		pgk_shared->last_grant_ns = pgk_boottime_ns();
+		granted = true;
+	}
+	SpinLockRelease(&pgk_shared->mutex);
+	PG_RETURN_BOOL(granted);
 }
 
 /* ---------------------------------------------------------------------
@@ -184,6 +362,18 @@ pgk_define_settings(void)
 							   &pgk_failover_log_table, "failover_log",
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.witness_conninfo",
+							   "Connection string of a third PostgreSQL server that both keepers use as a witness.",
+							   "With a witness, a standby promotes only when the primary's lease there has expired, and a primary keeps its lease while it reaches the witness. Empty means no witness.",
+							   &pgk_witness_conninfo, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomEnumVariable("pg_keeper.split_brain_policy",
+							 "What a primary without a witness does when it cannot reach its standby.",
+							 "availability: it keeps taking writes, as pg_keeper did (a partition can leave two primaries). safety: it stops committing writes when its lease expires.",
+							 &pgk_split_brain_policy, 0, pgk_policy_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	pgk_reserve_guc_prefix("pg_keeper");
 }
@@ -204,6 +394,9 @@ _PG_init(void)
 	pgk_request_shmem(pgk_shmem_request);
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = pgk_shmem_startup;
+	prev_client_auth_hook = ClientAuthentication_hook;
+	ClientAuthentication_hook = pgk_client_auth;
+	RegisterXactCallback(pgk_xact_callback, NULL);
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
@@ -353,6 +546,11 @@ pgk_get_env(const char *name, char *buf, size_t buflen)
 		get_parent_directory(bindir);
 		value = bindir;
 	}
+	else if (strcmp(name, "system_identifier") == 0)
+	{
+		snprintf(bindir, sizeof(bindir), UINT64_FORMAT, GetSystemIdentifier());
+		value = bindir;
+	}
 	else
 		value = getenv(name);
 
@@ -368,6 +566,47 @@ pgk_publish(const PgKeeperStatus *status)
 	SpinLockAcquire(&pgk_shared->mutex);
 	memcpy(&pgk_shared->status, status, sizeof(PgKeeperStatus));
 	pgk_shared->has_status = true;
+	SpinLockRelease(&pgk_shared->mutex);
+	return 0;
+}
+
+static int
+pgk_set_guard(int mode, int64_t lease_until_ns, const char *reason)
+{
+	uint64		until;
+
+	switch (mode)
+	{
+		case PGK_GUARD_OPEN:
+			until = PG_UINT64_MAX;
+			break;
+		case PGK_GUARD_LEASED:
+			until = lease_until_ns > 0 ? (uint64) lease_until_ns : 0;
+			break;
+		case PGK_GUARD_PENDING:
+		case PGK_GUARD_FENCED:
+			until = 0;
+			break;
+		default:
+			return -1;
+	}
+	SpinLockAcquire(&pgk_shared->mutex);
+	pgk_shared->guard_mode = mode;
+	strlcpy(pgk_shared->guard_reason, reason ? reason : "", sizeof(pgk_shared->guard_reason));
+	pg_atomic_write_u64(&pgk_shared->commit_until, until);
+	SpinLockRelease(&pgk_shared->mutex);
+	return 0;
+}
+
+static int
+pgk_lease_grants(int op, int64_t *last_grant_ns)
+{
+	SpinLockAcquire(&pgk_shared->mutex);
+	if (op == PGK_GRANTS_CLOSE)
+		pgk_shared->grants_closed = true;
+	else if (op == PGK_GRANTS_OPEN)
+		pgk_shared->grants_closed = false;
+	*last_grant_ns = pgk_shared->last_grant_ns;
 	SpinLockRelease(&pgk_shared->mutex);
 	return 0;
 }
@@ -592,6 +831,8 @@ pg_keeper_go_main(Datum main_arg)
 
 		snprintf(msg, sizeof(msg), "could not load \"%s\": %s", path, dlerror());
 		pgk_publish_c_error(msg);
+		/* Without a keeper nothing guards writes: say so, do not block them. */
+		pgk_set_guard(PGK_GUARD_OPEN, 0, "the keeper is not running");
 		ereport(WARNING,
 				(errmsg("pg_keeper_go: %s", msg),
 				 errhint("Install the Go core library with \"make install\"; the keeper stays off until the server is restarted.")));
@@ -614,6 +855,8 @@ pg_keeper_go_main(Datum main_arg)
 	host.in_recovery = pgk_in_recovery;
 	host.promote = pgk_promote;
 	host.wal_position = pgk_wal_position;
+	host.set_guard = pgk_set_guard;
+	host.lease_grants = pgk_lease_grants;
 
 	rc = run(&host);
 
@@ -659,8 +902,12 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 	PgKeeperStatus st;
 	pid_t		pid;
 	bool		has_status;
-	Datum		values[15];
-	bool		nulls[15];
+	Datum		values[18];
+	bool		nulls[18];
+	char		guard_reason[PGK_TEXT_LEN];
+	int			guard_mode;
+	uint64		commit_until;
+	int64		now_ns;
 	int			i = 0;
 
 	if (pgk_shared == NULL)
@@ -681,7 +928,11 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 	st = pgk_shared->status;
 	pid = pgk_shared->worker_pid;
 	has_status = pgk_shared->has_status;
+	guard_mode = pgk_shared->guard_mode;
+	strlcpy(guard_reason, pgk_shared->guard_reason, sizeof(guard_reason));
+	commit_until = pg_atomic_read_u64(&pgk_shared->commit_until);
 	SpinLockRelease(&pgk_shared->mutex);
+	now_ns = pgk_boottime_ns();
 
 	memset(nulls, 0, sizeof(nulls));
 	if (!has_status)
@@ -713,6 +964,21 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 	values[i] = pgk_interval_ms((int64) st.keepalive_time_ms * st.keepalive_count), i++;
 	values[i] = pgk_text_or_null(st.config_error, &nulls[i]), i++;
 	values[i] = pgk_timestamp(st.updated_at_us, &nulls[i]), i++;
+	/* The guard only acts on a primary: NULL on a standby. */
+	if (RecoveryInProgress())
+	{
+		nulls[i++] = true;
+		nulls[i++] = true;
+		nulls[i++] = true;
+	}
+	else
+	{
+		values[i] = CStringGetTextDatum(pgk_guard_names[guard_mode]), i++;
+		values[i] = pgk_text_or_null(guard_reason, &nulls[i]), i++;
+		nulls[i] = (guard_mode != PGK_GUARD_LEASED);
+		values[i] = pgk_interval_ms(commit_until > (uint64) now_ns ?
+									(int64) (commit_until - now_ns) / 1000000 : 0), i++;
+	}
 	Assert(i == lengthof(values));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

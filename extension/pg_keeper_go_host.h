@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /* Bumped whenever PgKeeperHost or PgKeeperStatus change shape. */
-#define PGK_HOST_ABI_VERSION 1
+#define PGK_HOST_ABI_VERSION 2
 
 /* Name of the exported Go entry point, looked up with dlsym(). */
 #define PGK_ENTRY_SYMBOL "pg_keeper_go_run"
@@ -54,6 +54,26 @@
 #define PGK_ROLE_LEN	16
 #define PGK_STATE_LEN	32
 #define PGK_TEXT_LEN	512
+
+/*
+ * Modes of the write guard (PgKeeperHost.set_guard).  The guard only acts
+ * while the server is not in recovery.
+ *	- PENDING: at start-up of a configured node, until the keeper has judged
+ *	  it: ordinary connections are refused and no write may commit.
+ *	- OPEN: writes commit; no lease is needed.
+ *	- LEASED: writes commit only before the lease deadline.
+ *	- FENCED: ordinary connections are refused and no write may commit,
+ *	  until the node is rebuilt as a standby.
+ */
+#define PGK_GUARD_PENDING	0
+#define PGK_GUARD_OPEN		1
+#define PGK_GUARD_LEASED	2
+#define PGK_GUARD_FENCED	3
+
+/* Operations of PgKeeperHost.lease_grants. */
+#define PGK_GRANTS_READ		0	/* only read the last grant */
+#define PGK_GRANTS_CLOSE	1	/* refuse grants from now on */
+#define PGK_GRANTS_OPEN		2	/* accept grants again */
 
 /*
  * One snapshot of the keeper's state, copied into shared memory by
@@ -108,7 +128,8 @@ typedef struct PgKeeperHost
 
 	/*
 	 * Copy a process-level fact into buf: "data_directory" (absolute path),
-	 * "pkglibdir", "bindir", or an environment variable of the postmaster
+	 * "pkglibdir", "bindir", "system_identifier" (decimal), or an
+	 * environment variable of the postmaster
 	 * ("PATH", "HOME", ...).  Returns -1 if unknown or unset.
 	 */
 	int			(*get_env) (const char *name, char *buf, size_t buflen);
@@ -133,6 +154,21 @@ typedef struct PgKeeperHost
 	 * and its timeline; otherwise the current insert position and timeline.
 	 */
 	int			(*wal_position) (uint64_t *lsn, uint32_t *timeline);
+
+	/*
+	 * Set the write guard: mode is a PGK_GUARD_* value; lease_until_ns is
+	 * the CLOCK_BOOTTIME deadline of a LEASED guard (ignored otherwise);
+	 * reason (copied) is shown in errors, the log and pg_keeper_status().
+	 */
+	int			(*set_guard) (int mode, int64_t lease_until_ns, const char *reason);
+
+	/*
+	 * Leases this standby grants its primary (pg_keeper_grant_lease()):
+	 * op is a PGK_GRANTS_* value.  Stores the CLOCK_BOOTTIME time of the
+	 * last grant (0 if none) in *last_grant_ns.  Closing and reading happen
+	 * under one lock, so no grant is given after a close returns.
+	 */
+	int			(*lease_grants) (int op, int64_t *last_grant_ns);
 } PgKeeperHost;
 
 /* The Go entry point.  Runs until shutdown; returns a PGK_EXIT_* code. */

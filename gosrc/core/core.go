@@ -30,6 +30,10 @@ static inline int pgk_in_recovery(const PgKeeperHost *h)
 { return h->in_recovery(); }
 static inline int pgk_promote(const PgKeeperHost *h, char *errbuf, size_t len)
 { return h->promote(errbuf, len); }
+static inline int pgk_set_guard(const PgKeeperHost *h, int mode, int64_t until, const char *reason)
+{ return h->set_guard(mode, until, reason); }
+static inline int pgk_lease_grants(const PgKeeperHost *h, int op, int64_t *last)
+{ return h->lease_grants(op, last); }
 static inline int pgk_wal_position(const PgKeeperHost *h, uint64_t *lsn, uint32_t *tli)
 { return h->wal_position(lsn, tli); }
 */
@@ -166,6 +170,23 @@ func (h host) WALPosition() (uint64, uint32, error) {
 	return uint64(lsn), uint32(tli), nil
 }
 
+func (h host) SetGuard(mode keeper.GuardMode, until time.Duration, reason string) error {
+	cr := cString(reason)
+	defer C.free(unsafe.Pointer(cr))
+	if C.pgk_set_guard(h.h, C.int(mode), C.int64_t(until), cr) != 0 {
+		return fmt.Errorf("set guard: invalid mode %d", int(mode))
+	}
+	return nil
+}
+
+func (h host) LeaseGrants(op keeper.GrantOp) (time.Duration, error) {
+	var last C.int64_t
+	if C.pgk_lease_grants(h.h, C.int(op), &last) != 0 {
+		return 0, errors.New("could not read the lease grants")
+	}
+	return time.Duration(last), nil
+}
+
 // importEnv copies the postmaster's environment variables that libpq-style
 // lookups need into Go's (empty) environment: HOME for ~/.pgpass, and the
 // PG* file locations (rule 7).
@@ -192,7 +213,7 @@ func pg_keeper_go_run(ch *C.PgKeeperHost) (code C.int) {
 		return keeper.ExitShutdown
 	}
 	importEnv(h)
-	k, err := keeper.New(h, keeper.Deps{NewProber: probe.NewProber, NewNode: node.New})
+	k, err := keeper.New(h, keeper.Deps{NewProber: probe.NewProber, NewNode: node.New, NewWitness: probe.NewWitness})
 	if err != nil {
 		h.Log(keeper.LevelWarning, "pg_keeper_go: "+err.Error(), "", "")
 		return keeper.ExitRestart

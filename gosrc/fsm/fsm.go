@@ -33,6 +33,11 @@ const (
 	StandbyConnected State = "standby:connected"
 	// StandbyFailing: 1 to keepalive_count-1 checks failed in a row.
 	StandbyFailing State = "standby:failing"
+	// StandbyHeld: keepalive_count checks failed, but promoting now could
+	// make two primaries: the WAL receiver still streams from the primary,
+	// the lease the primary holds has not expired, or the witness does not
+	// allow it.
+	StandbyHeld State = "standby:held"
 	// StandbyPromoting: promotion was requested; waiting for recovery to end.
 	StandbyPromoting State = "standby:promoting"
 
@@ -46,13 +51,17 @@ const (
 	// PrimaryAlone: the standby was lost; replication is asynchronous, so
 	// there is nothing to switch.
 	PrimaryAlone State = "primary:alone"
+	// PrimaryFenced: the partner is the primary now, on a newer timeline of
+	// the same cluster: this node takes no connections and no writes until
+	// it is rebuilt as a standby.
+	PrimaryFenced State = "primary:fenced"
 )
 
 // States lists every state but the wildcard, in the order of the diagram.
 var States = []State{
 	Init, Misconfigured,
-	StandbyConnecting, StandbyConnected, StandbyFailing, StandbyPromoting,
-	PrimaryConnected, PrimaryFailing, PrimaryAsync, PrimaryAlone,
+	StandbyConnecting, StandbyConnected, StandbyFailing, StandbyHeld, StandbyPromoting,
+	PrimaryConnected, PrimaryFailing, PrimaryAsync, PrimaryAlone, PrimaryFenced,
 }
 
 // Role returns "standby", "primary" or "unknown".
@@ -106,6 +115,8 @@ const (
 	DisableSync Action = "disable-sync"
 	// RestoreSync puts back the synchronous setting that DisableSync saved.
 	RestoreSync Action = "restore-sync"
+	// Fence refuses connections and writes and ends client sessions.
+	Fence Action = "fence"
 )
 
 // Transition is one row of the table.
@@ -127,6 +138,11 @@ var Table = []Transition{
 	{StandbyFailing, StandbyConnected, "the primary answered again", None},
 	{StandbyFailing, StandbyPromoting, "keepalive_count checks of the primary failed in a row", Promote},
 	{StandbyConnected, StandbyPromoting, "keepalive_count checks of the primary failed in a row", Promote},
+	{StandbyFailing, StandbyHeld, "keepalive_count checks failed, but the primary may still be alive: promotion waits", None},
+	{StandbyConnected, StandbyHeld, "keepalive_count checks failed, but the primary may still be alive: promotion waits", None},
+	{StandbyHeld, StandbyPromoting, "the primary is silent everywhere and its lease has expired", Promote},
+	{StandbyHeld, StandbyConnected, "the primary answered again", None},
+	{StandbyHeld, StandbyFailing, "keepalive_count was raised above the failed checks", None},
 	{StandbyPromoting, PrimaryConnected, "recovery ended", FinishPromotion},
 	{StandbyPromoting, PrimaryFailing, "recovery ended", FinishPromotion},
 	{StandbyPromoting, PrimaryAsync, "recovery ended", FinishPromotion},
@@ -144,6 +160,7 @@ var Table = []Transition{
 	{PrimaryConnected, PrimaryAlone, "keepalive_count checks of the standby failed; replication is asynchronous, nothing to switch", None},
 	{PrimaryAlone, PrimaryConnected, "the standby answered and streams", None},
 	{PrimaryAsync, PrimaryConnected, "the standby streams again", RestoreSync},
+	{Any, PrimaryFenced, "the partner is the primary on a newer timeline of this cluster", Fence},
 
 	{Any, StandbyConnecting, "the node is in recovery again", None},
 	{Any, PrimaryConnected, "the node left recovery without the keeper", None},
@@ -186,6 +203,12 @@ type Observation struct {
 	EverConnected  bool  // a check of the primary has succeeded since the node became a standby
 	SyncConfigured bool  // synchronous_standby_names is not empty
 	SwitchedAsync  bool  // the keeper switched synchronous replication off
+	// PromotionHeld: promoting now could make two primaries (the WAL
+	// receiver streams, a lease has not expired, the witness says no).
+	PromotionHeld bool
+	// Fenced: the partner (or the witness) knows a primary on a newer
+	// timeline of this cluster, now or before a restart.
+	Fenced bool
 }
 
 // Decide returns the state the keeper should be in.  It is pure: all it
@@ -202,6 +225,8 @@ func Decide(o Observation) State {
 		case o.Current.Role() != "standby" || !o.EverConnected,
 			o.Current == StandbyConnecting && o.Failures > 0:
 			return StandbyConnecting // armed only by a good check
+		case o.Failures >= o.Threshold && o.PromotionHeld:
+			return StandbyHeld
 		case o.Failures >= o.Threshold:
 			return StandbyPromoting
 		case o.Failures > 0:
@@ -210,6 +235,8 @@ func Decide(o Observation) State {
 		return StandbyConnected
 	}
 	switch {
+	case o.Fenced:
+		return PrimaryFenced
 	case o.SwitchedAsync && o.Current == PrimaryAsync && o.Failures == 0:
 		return PrimaryConnected
 	case o.SwitchedAsync:

@@ -58,6 +58,27 @@ func TestDecide(t *testing.T) {
 		{"a restarted keeper that had switched goes through async to restore", func(o *Observation) {
 			o.Current, o.SwitchedAsync = Init, true
 		}, PrimaryAsync},
+		{"a standby holds the promotion while the primary may be alive", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected, o.Failures, o.PromotionHeld = true, StandbyFailing, true, 3, true
+		}, StandbyHeld},
+		{"a held standby promotes once nothing holds it", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected, o.Failures = true, StandbyHeld, true, 4
+		}, StandbyPromoting},
+		{"a held standby whose primary answers is connected", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected, o.PromotionHeld = true, StandbyHeld, true, true
+		}, StandbyConnected},
+		{"a hold does not matter before keepalive_count failures", func(o *Observation) {
+			o.InRecovery, o.Current, o.EverConnected, o.Failures, o.PromotionHeld = true, StandbyConnected, true, 2, true
+		}, StandbyFailing},
+		{"a primary superseded by its partner is fenced", func(o *Observation) {
+			o.Current, o.Fenced = PrimaryConnected, true
+		}, PrimaryFenced},
+		{"a primary that starts fenced goes straight to fenced", func(o *Observation) {
+			o.Current, o.Fenced, o.SwitchedAsync = Init, true, true
+		}, PrimaryFenced},
+		{"a fenced node rebuilt as a standby is a connecting standby", func(o *Observation) {
+			o.InRecovery, o.Current, o.Fenced = true, PrimaryFenced, true
+		}, StandbyConnecting},
 		{"a primary that goes back into recovery is a connecting standby", func(o *Observation) {
 			o.InRecovery, o.Current, o.EverConnected = true, PrimaryConnected, true
 		}, StandbyConnecting},
@@ -81,14 +102,17 @@ func TestEveryDecisionHasATransition(t *testing.T) {
 					for _, ever := range []bool{true, false} {
 						for _, sync := range []bool{true, false} {
 							for _, switched := range []bool{true, false} {
-								o := Observation{Current: cur, ConfigValid: valid, InRecovery: rec, Failures: failures,
-									Threshold: 3, EverConnected: ever, SyncConfigured: sync, SwitchedAsync: switched}
-								to := Decide(o)
-								if to == cur {
-									continue
+								for _, flags := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+									o := Observation{Current: cur, ConfigValid: valid, InRecovery: rec, Failures: failures,
+										Threshold: 3, EverConnected: ever, SyncConfigured: sync, SwitchedAsync: switched,
+										PromotionHeld: flags[0], Fenced: flags[1]}
+									to := Decide(o)
+									if to == cur {
+										continue
+									}
+									_, ok := Lookup(cur, to)
+									require.True(t, ok, "no transition %s -> %s for %+v", cur, to, o)
 								}
-								_, ok := Lookup(cur, to)
-								require.True(t, ok, "no transition %s -> %s for %+v", cur, to, o)
 							}
 						}
 					}

@@ -30,6 +30,11 @@ type fakeHost struct {
 	titles     []string
 	inRecovery bool
 	promotes   int
+	guard      GuardMode
+	guardUntil time.Duration
+	guardWhy   string
+	lastGrant  time.Duration
+	grantsShut bool
 }
 
 func newFakeHost(t *testing.T, inRecovery bool, settings map[string]string) *fakeHost {
@@ -110,6 +115,8 @@ func (h *fakeHost) Env(name string) (string, bool) {
 		return h.dataDir, true
 	case "PATH":
 		return "/usr/bin:/bin", true
+	case "system_identifier":
+		return "7300000000000000001", true
 	}
 	return "", false
 }
@@ -151,6 +158,40 @@ func (h *fakeHost) WALPosition() (uint64, uint32, error) {
 	return 0x3000100, 2, nil
 }
 
+func (h *fakeHost) SetGuard(mode GuardMode, until time.Duration, reason string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.guard, h.guardUntil, h.guardWhy = mode, until, reason
+	return nil
+}
+
+func (h *fakeHost) LeaseGrants(op GrantOp) (time.Duration, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch op {
+	case GrantsClose:
+		h.grantsShut = true
+	case GrantsOpen:
+		h.grantsShut = false
+	}
+	return h.lastGrant, nil
+}
+
+// grant records a lease granted now, as pg_keeper_grant_lease() would.
+func (h *fakeHost) grant() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.grantsShut {
+		h.lastGrant = Boottime()
+	}
+}
+
+func (h *fakeHost) guardState() (GuardMode, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.guard, h.guardWhy
+}
+
 func (h *fakeHost) snapshot() (Status, []string, int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -162,16 +203,30 @@ func (h *fakeHost) logText() string {
 	return strings.Join(logs, "\n")
 }
 
+// fakeSystemID is the system identifier of the fake host's cluster.
+const fakeSystemID = 7300000000000000001
+
 // fakeProber answers checks with functions the test can swap.
 type fakeProber struct {
 	primary atomic.Value // func(context.Context) error
 	standby atomic.Value // func(context.Context) (StandbyCheck, error)
 	checks  atomic.Int32
+	walAge  atomic.Int64  // the WAL receiver's age CheckPrimary reports
+	sysid   atomic.Uint64 // the partner's system identifier; 0: fakeSystemID
 }
 
-func (p *fakeProber) CheckPrimary(ctx context.Context) error {
+func (p *fakeProber) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
 	p.checks.Add(1)
-	return p.primary.Load().(func(context.Context) error)(ctx)
+	err := p.primary.Load().(func(context.Context) error)(ctx)
+	pc := PrimaryCheck{WALReceiverAge: time.Duration(p.walAge.Load())}
+	if err == nil {
+		id := p.sysid.Load()
+		if id == 0 {
+			id = fakeSystemID
+		}
+		pc.Partner = Partner{Answered: true, SystemIdentifier: id, Timeline: 1}
+	}
+	return pc, err
 }
 
 func (p *fakeProber) CheckStandby(ctx context.Context) (StandbyCheck, error) {
@@ -218,6 +273,11 @@ func (n *fakeNode) RestoreSync(_ context.Context, s SyncSetting) error {
 	return nil
 }
 
+func (n *fakeNode) TerminateClients(context.Context) (int, error) {
+	n.called("terminate")
+	return 2, nil
+}
+
 func (n *fakeNode) Close() {}
 
 func (n *fakeNode) history() []string {
@@ -238,7 +298,11 @@ func startKeeper(t *testing.T, inRecovery bool, settings map[string]string) *run
 	h := newFakeHost(t, inRecovery, settings)
 	r := &running{host: h, prober: &fakeProber{}, node: &fakeNode{}, done: make(chan int, 1)}
 	r.prober.primary.Store(func(context.Context) error { return nil })
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{Streaming: 1}, nil })
+	r.prober.walAge.Store(-1)
+	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
+		return StandbyCheck{Streaming: 1, Granted: true,
+			Partner: Partner{Answered: true, InRecovery: true, SystemIdentifier: fakeSystemID}}, nil
+	})
 	k, err := New(h, Deps{
 		NewProber: func(Settings) (Prober, error) { return r.prober, nil },
 		NewNode:   func(Settings) (Node, error) { return r.node, nil },

@@ -11,6 +11,7 @@ package keeper
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -61,7 +62,57 @@ type Host interface {
 	// WALPosition returns the replay position and timeline on a standby,
 	// the insert position and timeline on a primary.
 	WALPosition() (lsn uint64, timeline uint32, err error)
+	// SetGuard sets the write guard of this node; leaseUntil (a Boottime
+	// reading) only counts for GuardLeased.
+	SetGuard(mode GuardMode, leaseUntil time.Duration, reason string) error
+	// LeaseGrants reads the time of the last lease this standby granted
+	// its primary (a Boottime reading, 0 if none), after closing or
+	// reopening grants as op says.
+	LeaseGrants(op GrantOp) (lastGrant time.Duration, err error)
 }
+
+// GuardMode is the state of the write guard in shared memory: whether
+// client backends may commit writes and open connections (values of the C
+// side's PGK_GUARD_*).
+type GuardMode int
+
+// Guard modes.
+const (
+	// GuardPending: the node has not been judged since it started: no
+	// ordinary connections, no writes.
+	GuardPending GuardMode = 0
+	// GuardOpen: writes commit without a lease.
+	GuardOpen GuardMode = 1
+	// GuardLeased: writes commit only before the lease deadline.
+	GuardLeased GuardMode = 2
+	// GuardFenced: an old primary: no ordinary connections, no writes.
+	GuardFenced GuardMode = 3
+)
+
+// String returns the name pg_keeper_status() shows.
+func (m GuardMode) String() string {
+	switch m {
+	case GuardPending:
+		return "pending"
+	case GuardOpen:
+		return "open"
+	case GuardLeased:
+		return "leased"
+	case GuardFenced:
+		return "fenced"
+	}
+	return fmt.Sprintf("GuardMode(%d)", int(m))
+}
+
+// GrantOp says what Host.LeaseGrants does before it reads.
+type GrantOp int
+
+// Grant operations (values of the C side's PGK_GRANTS_*).
+const (
+	GrantsRead  GrantOp = 0
+	GrantsClose GrantOp = 1
+	GrantsOpen  GrantOp = 2
+)
 
 // Status is one snapshot of the keeper, as pg_keeper_status() shows it.
 // It never holds a password.
@@ -79,12 +130,23 @@ type Status struct {
 	PromotedAt          time.Time
 	ConfigError         string
 	UpdatedAt           time.Time
+	Guard               string // write guard of a primary: pending, open, leased, fenced
+	GuardReason         string
+	Hold                string // why a standby's promotion waits, "" if it does not
 }
 
 // StandbyCheck is what a primary learns from one check of its standby.
 type StandbyCheck struct {
 	Streaming        int    // walsenders in state "streaming"
 	SyncStandbyNames string // the local synchronous_standby_names
+	Partner          Partner
+	// Granted: the standby granted a lease (pg_keeper_grant_lease()).
+	Granted bool
+	// GrantErr says why the standby could not be asked for a lease
+	// (e.g. the extension is not created in the partner's database).
+	GrantErr error
+	// HeartbeatErr says why the WAL heartbeat could not be written.
+	HeartbeatErr error
 }
 
 // AnsweredError is a check's error when the partner did answer, with an
@@ -97,16 +159,65 @@ func (e *AnsweredError) Error() string { return "partner answered: " + e.Err.Err
 // Unwrap returns the server's error.
 func (e *AnsweredError) Unwrap() error { return e.Err }
 
+// Partner is what a check learnt about the partner server, when it
+// answered.
+type Partner struct {
+	Answered         bool   // the partner answered the check's query
+	SystemIdentifier uint64 // pg_control's system identifier
+	InRecovery       bool
+	Timeline         uint32 // current timeline, when not in recovery
+}
+
+// PrimaryCheck is what a standby learns from one check of its primary.
+type PrimaryCheck struct {
+	Partner Partner
+	// WALReceiverAge is how long ago this standby's WAL receiver last
+	// heard from the primary while streaming; negative when it does not
+	// stream.  The primary's keeper writes a WAL message every
+	// keepalive_time so that this stays fresh on an idle primary.
+	WALReceiverAge time.Duration
+	WALReceiverErr error // why the WAL receiver could not be read
+}
+
 // Prober checks the partner node.  Calls never overlap; each finishes when
 // ctx ends at the latest.
 type Prober interface {
-	// CheckPrimary is a standby's check: the primary answers a query.
-	CheckPrimary(ctx context.Context) error
-	// CheckStandby is a primary's check: the standby answers and a
-	// walsender streams to it.  The returned facts are valid even when the
-	// error is not nil, if the local query succeeded.
+	// CheckPrimary is a standby's check: the primary answers a query; it
+	// also reads this standby's WAL receiver.
+	CheckPrimary(ctx context.Context) (PrimaryCheck, error)
+	// CheckStandby is a primary's check: it writes the WAL heartbeat, asks
+	// the standby for a lease, and checks that a walsender streams to it.
+	// The returned facts are valid even when the error is not nil, if the
+	// local query succeeded.
 	CheckStandby(ctx context.Context) (StandbyCheck, error)
 	// Close releases the connections.
+	Close()
+}
+
+// WitnessLease is the answer of the witness to a primary's renewal.
+type WitnessLease struct {
+	Renewed bool // the witness extended this primary's lease
+	// SupersededBy names the node the witness knows as primary on a newer
+	// timeline (Renewed is then false).
+	SupersededBy string
+	Timeline     uint32 // that node's timeline
+}
+
+// Witness is the third server both keepers keep their lease rows on.
+// Calls never overlap; each finishes when ctx ends at the latest.
+type Witness interface {
+	// RenewPrimary extends this primary's lease there by lease, unless a
+	// node of the same cluster is registered as primary on a newer
+	// timeline.
+	RenewPrimary(ctx context.Context, timeline uint32, lease time.Duration) (WitnessLease, error)
+	// StandbyHeartbeat records this standby and reports whether another
+	// node holds a primary lease there that has not expired by margin.
+	StandbyHeartbeat(ctx context.Context, timeline uint32, margin time.Duration) (primaryLeased bool, holder string, err error)
+	// Claim registers this node as primary on newTimeline, unless another
+	// node's primary lease has not expired by margin.  It is atomic with
+	// respect to RenewPrimary.
+	Claim(ctx context.Context, newTimeline uint32, lease, margin time.Duration) error
+	// Close releases the connection.
 	Close()
 }
 
@@ -139,6 +250,9 @@ type Node interface {
 	DisableSync(ctx context.Context) (SyncSetting, error)
 	// RestoreSync puts back a setting DisableSync returned.
 	RestoreSync(ctx context.Context, saved SyncSetting) error
+	// TerminateClients ends the sessions of ordinary clients (not the
+	// keepers', not replication) and returns how many it ended.
+	TerminateClients(ctx context.Context) (int, error)
 	// Close releases the connections.
 	Close()
 }
@@ -146,6 +260,7 @@ type Node interface {
 // Deps builds the keeper's connections for a set of settings.  The keeper
 // builds new ones when the conninfos change on reload.
 type Deps struct {
-	NewProber func(Settings) (Prober, error)
-	NewNode   func(Settings) (Node, error)
+	NewProber  func(Settings) (Prober, error)
+	NewNode    func(Settings) (Node, error)
+	NewWitness func(s Settings, node string, systemID uint64) (Witness, error)
 }

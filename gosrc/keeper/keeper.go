@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
@@ -34,6 +36,12 @@ const (
 	idleWait = time.Minute
 	// stateFileName holds what must survive a restart of the worker.
 	stateFileName = "pg_keeper_go.state"
+	// fenceTimeout bounds ending the client sessions of a fenced node.
+	fenceTimeout = 10 * time.Second
+	// pauseSlack is how much longer than its deadline a check may seem to
+	// take before the keeper concludes that it was paused (a stopped
+	// process, a suspended machine) and discards the check.
+	pauseSlack = time.Second
 )
 
 var errShutdown = errors.New("shutdown requested")
@@ -49,6 +57,7 @@ type Keeper struct {
 	configErr error
 	prober    Prober
 	node      Node
+	witness   Witness
 	stale     bool               // conninfos changed: rebuild prober and node
 	cancelJob context.CancelFunc // cancels the goroutine await is serving
 	shutdown  bool
@@ -72,6 +81,22 @@ type Keeper struct {
 	lastAnswered  string // last error the partner answered with, to log it once
 	hostname      string
 	dataDir       string
+
+	// Split-brain protection (guard.go).
+	systemID    uint64        // this cluster's system identifier
+	judged      bool          // a check has completed since start-up
+	fenced      string        // why this node is fenced ("" if not); persisted
+	armed       bool          // a standby has granted this primary a lease; persisted
+	clusterErr  string        // the partner belongs to another cluster
+	leaseUntil  time.Duration // Boottime end of this primary's lease
+	partnerLost bool          // the last check of the standby failed or got no grant
+	guard       GuardMode
+	guardReason string
+	walAge      time.Duration     // the standby's WAL receiver: age of its last message
+	witnessErr  error             // the last witness call failed
+	holder      string            // the node holding the primary lease at the witness
+	hold        string            // why promotion waits ("" if it does not)
+	logged      map[string]string // last message per topic, to log each once
 }
 
 // New prepares a keeper; Run starts it.
@@ -80,9 +105,12 @@ func New(host Host, deps Deps) (*Keeper, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Keeper{host: host, deps: deps, wake: w, state: fsm.Init}
+	k := &Keeper{host: host, deps: deps, wake: w, state: fsm.Init, guard: GuardPending, logged: map[string]string{}}
 	k.hostname, _ = os.Hostname()
 	k.dataDir, _ = host.Env("data_directory")
+	if v, ok := host.Env("system_identifier"); ok {
+		k.systemID, _ = strconv.ParseUint(v, 10, 64)
+	}
 	return k, nil
 }
 
@@ -122,6 +150,12 @@ func (k *Keeper) Run() (code int) {
 // turn runs one check when it is due, then decides and acts.
 func (k *Keeper) turn() {
 	inRecovery := k.host.InRecovery()
+	if inRecovery && (k.fenced != "" || k.armed) {
+		// Rebuilt as a standby (or a base backup carried the primary's
+		// state file): nothing of the primary's protection applies.
+		k.fenced, k.armed = "", false
+		k.saveState()
+	}
 	if k.configErr == nil && k.state != fsm.StandbyPromoting && !time.Now().Before(k.nextCheck) {
 		k.check(inRecovery)
 		if k.shutdown {
@@ -132,19 +166,30 @@ func (k *Keeper) turn() {
 	// Decide until the state is stable: one observation may lead through
 	// several states (init, then connecting, then connected).
 	for range fsm.States {
+		switch {
+		case inRecovery && k.failures >= k.settings.KeepaliveCount && k.state != fsm.StandbyPromoting:
+			k.updateHold()
+		case k.failures < k.settings.KeepaliveCount:
+			k.hold = ""
+		}
 		target := fsm.Decide(fsm.Observation{
 			Current:        k.state,
-			ConfigValid:    k.configErr == nil,
+			ConfigValid:    k.configErr == nil && k.clusterErr == "",
 			InRecovery:     inRecovery,
 			Failures:       k.failures,
 			Threshold:      k.settings.KeepaliveCount,
 			EverConnected:  k.everConnected,
 			SyncConfigured: k.syncNames != "",
 			SwitchedAsync:  k.saved != nil,
+			PromotionHeld:  k.hold != "",
+			Fenced:         k.fenced != "",
 		})
 		if target == k.state || !k.transition(target) || k.shutdown {
-			return
+			break
 		}
+	}
+	if !inRecovery {
+		k.updateGuard()
 	}
 }
 
@@ -163,17 +208,41 @@ func (k *Keeper) check(inRecovery bool) {
 	start := time.Now()
 	k.lastCheck = start
 	k.nextCheck = start.Add(k.settings.KeepaliveTime)
-	var sc StandbyCheck
+	bootStart := Boottime()
+	var (
+		sc     StandbyCheck
+		pc     PrimaryCheck
+		wl     WitnessLease
+		wErr   error
+		holder string
+	)
 	deadline := k.settings.KeepaliveTime
 	if k.failures+1 >= k.settings.KeepaliveCount {
 		deadline = k.settings.CheckTimeout
 	}
+	_, timeline, _ := k.host.WALPosition()
 	err := k.await(deadline, func(ctx context.Context) error {
-		if inRecovery {
-			return k.prober.CheckPrimary(ctx)
+		// The witness is asked at the same time as the partner: a primary
+		// whose standby hangs must still renew its lease there in time.
+		var wg sync.WaitGroup
+		if k.witness != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if inRecovery {
+					_, holder, wErr = k.witness.StandbyHeartbeat(ctx, timeline, k.settings.LeaseMargin())
+				} else {
+					wl, wErr = k.witness.RenewPrimary(ctx, timeline, k.settings.Lease())
+				}
+			}()
 		}
+		defer wg.Wait()
 		var err error
-		sc, err = k.prober.CheckStandby(ctx)
+		if inRecovery {
+			pc, err = k.prober.CheckPrimary(ctx)
+		} else {
+			sc, err = k.prober.CheckStandby(ctx)
+		}
 		return err
 	})
 	switch {
@@ -185,8 +254,30 @@ func (k *Keeper) check(inRecovery bool) {
 		k.nextCheck = time.Now()
 		return
 	}
-	if !inRecovery {
+	if took := time.Since(start); took > deadline+pauseSlack {
+		// This process did not run for a while (a stopped process, a
+		// suspended machine): what the check saw is stale, and counting
+		// it could promote a standby over one pause.  Check again now.
+		k.host.Log(LevelInfo, fmt.Sprintf("pg_keeper_go: a check took %s for a deadline of %s: the keeper was paused; the check is discarded and repeated",
+			took.Round(time.Millisecond), deadline), "", "")
+		k.nextCheck = time.Now()
+		return
+	}
+	k.judged = true
+	if k.witness != nil {
+		k.witnessErr, k.holder = wErr, holder
+		k.logOnce("witness", errText(wErr), LevelWarning, "pg_keeper_go: the witness cannot be reached: ",
+			"Check pg_keeper.witness_conninfo; the witness's role needs CREATE on its schema once, or run sql/pg_keeper_witness.sql there.")
+	}
+	if inRecovery {
+		k.walAge = pc.WALReceiverAge
+		k.logOnce("walreceiver", errText(pc.WALReceiverErr), LevelWarning, "pg_keeper_go: cannot read the WAL receiver: ",
+			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")
+		k.observePartner(pc.Partner)
+	} else {
 		k.syncNames = sc.SyncStandbyNames
+		k.observePartner(sc.Partner)
+		k.primaryLease(bootStart, sc, wl, wErr, err)
 	}
 	var answered *AnsweredError
 	if errors.As(err, &answered) {
@@ -305,6 +396,8 @@ func (k *Keeper) act(a fsm.Action) error {
 		k.saveState()
 		k.host.Log(LevelInfo, fmt.Sprintf("pg_keeper_go: switched to asynchronous replication: synchronous_standby_names was %q", saved.Value),
 			"Commits no longer wait for the lost standby.", "The keeper restores the setting when the standby streams again.")
+	case fsm.Fence:
+		return k.fence()
 	case fsm.RestoreSync:
 		saved := *k.saved
 		if err := k.await(syncTimeout, func(ctx context.Context) error { return k.node.RestoreSync(ctx, saved) }); err != nil {
@@ -318,13 +411,45 @@ func (k *Keeper) act(a fsm.Action) error {
 }
 
 func (k *Keeper) promote() error {
-	lsn, _, err := k.host.WALPosition()
+	lsn, tli, err := k.host.WALPosition()
 	if err != nil {
 		lsn = 0
 	}
-	if err := k.host.Promote(); err != nil {
+	// From here on this standby grants no lease; the last one it granted
+	// must have expired (PromotionHold checked it, but one may have been
+	// granted since).
+	last, err := k.host.LeaseGrants(GrantsClose)
+	if err == nil && last > 0 {
+		if end := last + k.settings.Lease() + k.settings.LeaseMargin(); Boottime() < end {
+			err = fmt.Errorf("the primary was granted a lease %s ago", (Boottime() - last).Round(time.Millisecond))
+		}
+	}
+	if err == nil && k.witness != nil {
+		err = k.await(k.settings.KeepaliveTime, func(ctx context.Context) error {
+			return k.witness.Claim(ctx, tli+1, k.settings.Lease(), k.settings.LeaseMargin())
+		})
+	}
+	if err == nil {
+		// The promoted node must take writes at once: under a lease that
+		// the witness holds for it, or open (its partner was the primary).
+		if k.witness != nil {
+			k.leaseUntil = Boottime() + k.settings.Lease()
+			err = k.host.SetGuard(GuardLeased, k.leaseUntil, "promoted: lease registered at the witness")
+		} else {
+			err = k.host.SetGuard(GuardOpen, 0, "promoted by the keeper: no standby has followed this primary yet")
+		}
+	}
+	if err == nil {
+		err = k.host.Promote()
+	}
+	if err != nil {
+		if _, rerr := k.host.LeaseGrants(GrantsOpen); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return err
 	}
+	k.armed, k.judged = false, true
+	k.saveState()
 	k.promoteAsked = time.Now()
 	k.promoteLSN = lsn
 	k.host.SetTitle(fsm.StandbyPromoting.Title())
@@ -487,10 +612,20 @@ func (k *Keeper) ensureConns() error {
 			return fmt.Errorf("prepare local connection: %w", err)
 		}
 	}
+	if k.witness == nil && k.settings.WitnessConninfo != "" && k.deps.NewWitness != nil {
+		port, _, _ := k.host.Setting("port")
+		if k.witness, err = k.deps.NewWitness(k.settings, k.hostname+":"+port, k.systemID); err != nil {
+			return fmt.Errorf("prepare witness connection: %w", err)
+		}
+	}
 	return nil
 }
 
 func (k *Keeper) closeConns() {
+	if k.witness != nil {
+		k.witness.Close()
+		k.witness = nil
+	}
 	if k.prober != nil {
 		k.prober.Close()
 		k.prober = nil
@@ -530,6 +665,9 @@ func (k *Keeper) publish() {
 		LastFailureReason:   lastReason,
 		PromotedAt:          k.promotedAt,
 		UpdatedAt:           time.Now(),
+		Guard:               k.guard.String(),
+		GuardReason:         k.guardReason,
+		Hold:                k.hold,
 	}
 	if k.configErr != nil {
 		st.ConfigError = k.configErr.Error()
@@ -616,6 +754,11 @@ func (k *Keeper) runPosted() {
 // $PGDATA/pg_keeper_go.state.
 type persisted struct {
 	SwitchedAsync *SyncSetting `json:"switched_async,omitempty"`
+	// Fenced says why this node was fenced: it stays fenced across
+	// restarts until it is a standby again.
+	Fenced string `json:"fenced,omitempty"`
+	// Armed: a standby has followed this primary.
+	Armed bool `json:"armed,omitempty"`
 }
 
 func (k *Keeper) statePath() string {
@@ -643,6 +786,13 @@ func (k *Keeper) loadState() {
 		return
 	}
 	k.saved = p.SwitchedAsync
+	k.armed = p.Armed
+	if p.Fenced != "" && !k.host.InRecovery() {
+		k.fenced = p.Fenced
+		k.host.SetGuard(GuardFenced, 0, k.fenced)
+		k.guard, k.guardReason = GuardFenced, k.fenced
+		k.host.Log(LevelWarning, "pg_keeper_go: this node stays fenced: "+k.fenced, "It was fenced before the restart.", fenceHint)
+	}
 }
 
 // saveState writes the state file atomically (write, fsync, rename).
@@ -651,7 +801,7 @@ func (k *Keeper) saveState() {
 	if path == "" {
 		return
 	}
-	if err := writeFileAtomic(path, persisted{SwitchedAsync: k.saved}); err != nil {
+	if err := writeFileAtomic(path, persisted{SwitchedAsync: k.saved, Fenced: k.fenced, Armed: k.armed}); err != nil {
 		k.host.Log(LevelWarning, "pg_keeper_go: could not save state: "+err.Error(), "",
 			"After a restart of the worker the keeper may not restore synchronous replication by itself.")
 	}

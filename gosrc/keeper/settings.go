@@ -22,6 +22,37 @@ type Settings struct {
 	AfterCommandTimeout time.Duration // pg_keeper.after_command_timeout
 	FailoverLogDatabase string        // pg_keeper.failover_log_database: empty turns the record off
 	FailoverLogTable    string        // pg_keeper.failover_log_table: [schema.]table
+	WitnessConninfo     string        // pg_keeper.witness_conninfo: empty for no witness
+	SplitBrainPolicy    Policy        // pg_keeper.split_brain_policy: without a witness
+}
+
+// Policy is what a primary without a witness does when it cannot reach its
+// standby (pg_keeper.split_brain_policy).
+type Policy string
+
+// Policies.
+const (
+	// Availability keeps taking writes, as pg_keeper did: a partition can
+	// leave two primaries.
+	Availability Policy = "availability"
+	// Safety stops committing writes when the lease expires.
+	Safety Policy = "safety"
+)
+
+// Lease is how long a lease lasts: max(keepalive_count - 1, 2) x
+// keepalive_time.  A standby renews it at every check; it must outlast one
+// lost check, and it should end before the standby would promote
+// (keepalive_count x keepalive_time), so that waiting for it costs nothing
+// when keepalive_count is 3 or more.
+func (s Settings) Lease() time.Duration {
+	return s.KeepaliveTime * time.Duration(max(s.KeepaliveCount-1, 2))
+}
+
+// LeaseMargin is added to a lease before a standby may take over: 100 ms
+// plus 1 % of the lease, far more than clock rate differences between two
+// machines (NTP keeps them within 0.05 %) and scheduling delays.
+func (s Settings) LeaseMargin() time.Duration {
+	return 100*time.Millisecond + s.Lease()/100
 }
 
 // FailoverAfter is keepalive_time x keepalive_count.  From a failure of the
@@ -35,9 +66,13 @@ func (s Settings) FailoverAfter() time.Duration {
 
 // String describes the settings without any password.
 func (s Settings) String() string {
-	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d check_timeout=%s partner=%q after_command=%t failover_log=%q",
+	witness := "none"
+	if s.WitnessConninfo != "" {
+		witness = conninfo.Summary(s.WitnessConninfo)
+	}
+	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d check_timeout=%s partner=%q after_command=%t failover_log=%q witness=%q split_brain_policy=%s lease=%s",
 		s.KeepaliveTime, s.KeepaliveCount, s.CheckTimeout, conninfo.Summary(s.PartnerConninfo), s.AfterCommand != "",
-		s.failoverLogTarget())
+		s.failoverLogTarget(), witness, s.SplitBrainPolicy, s.Lease())
 }
 
 func (s Settings) failoverLogTarget() string {
@@ -82,6 +117,13 @@ func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
 	s.AfterCommand = strings.TrimSpace(str("after_command"))
 	s.FailoverLogDatabase = str("failover_log_database")
 	s.FailoverLogTable = str("failover_log_table")
+	s.WitnessConninfo = strings.TrimSpace(str("witness_conninfo"))
+	switch p := Policy(str("split_brain_policy")); p {
+	case Safety:
+		s.SplitBrainPolicy = Safety
+	default: // the server only accepts the two names; an older shim has none
+		s.SplitBrainPolicy = Availability
+	}
 
 	var w string
 	if s.KeepaliveTime, w, err = aliased(get, "keepalive_time", "keepalives_time", parseDuration); err != nil {
@@ -98,10 +140,17 @@ func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
 	s.CheckTimeout, w = checkTimeout(str("check_timeout"), s.KeepaliveTime)
 	warnings = appendNonEmpty(warnings, w)
 
-	for _, c := range []struct{ name, value string }{
-		{"pg_keeper.my_conninfo", s.MyConninfo},
-		{"pg_keeper.partner_conninfo", s.PartnerConninfo},
+	for _, c := range []struct {
+		name, value string
+		optional    bool
+	}{
+		{"pg_keeper.my_conninfo", s.MyConninfo, false},
+		{"pg_keeper.partner_conninfo", s.PartnerConninfo, false},
+		{"pg_keeper.witness_conninfo", s.WitnessConninfo, true},
 	} {
+		if c.optional && c.value == "" {
+			continue
+		}
 		if strings.TrimSpace(c.value) == "" {
 			return s, warnings, &SettingError{Setting: c.name, Problem: "is not set",
 				Hint: fmt.Sprintf("Set %s in postgresql.conf to a connection string, for example 'host=10.0.0.11 port=5432 dbname=postgres', and reload.", c.name)}

@@ -164,3 +164,19 @@ func (l *Local) Close() { l.session.Close() }
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
+
+// TerminateClients ends the sessions of ordinary clients: not the keepers'
+// (application_name pg_keeper_go...), not replication, not this session.
+// The role of my_conninfo must be a superuser or a member of
+// pg_signal_backend.
+func (l *Local) TerminateClients(ctx context.Context) (int, error) {
+	var n int
+	err := l.session.QueryRow(ctx, `select count(*) filter (where pg_terminate_backend(pid))::int
+		from pg_stat_activity
+		where backend_type = 'client backend' and pid <> pg_backend_pid()
+		  and application_name not like 'pg_keeper_go%'`, &n)
+	if err != nil {
+		return 0, fmt.Errorf("terminate client sessions: %w", err)
+	}
+	return n, nil
+}

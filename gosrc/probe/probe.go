@@ -128,12 +128,20 @@ func isServerError(err error) bool {
 	return errors.As(err, &pgErr)
 }
 
-// Prober implements keeper.Prober with one session to the partner and, on
-// a primary, one to this node.
+// Prober implements keeper.Prober with one session to the partner and one
+// to this node.
 type Prober struct {
 	partner *Session
 	local   *Session
+	// noGrantUntil: the standby could not grant a lease (no
+	// pg_keeper_grant_lease() there); ask again after this time.
+	noGrantUntil time.Time
+	grantErr     error
 }
+
+// grantRetry is how long a primary waits before asking a standby that
+// could not grant a lease again.
+const grantRetry = time.Minute
 
 // NewProber prepares the sessions for s; it does not connect.
 func NewProber(s keeper.Settings) (keeper.Prober, error) {
@@ -148,10 +156,52 @@ func NewProber(s keeper.Settings) (keeper.Prober, error) {
 	return &Prober{partner: partner, local: local}, nil
 }
 
-// CheckPrimary checks that the primary answers a query.
-func (p *Prober) CheckPrimary(ctx context.Context) error {
-	var inRecovery bool
-	return classify(p.partner.QueryRow(ctx, "select pg_is_in_recovery()", &inRecovery))
+// partnerFacts asks a server whether it is in recovery, its system
+// identifier and, on a primary, its current timeline.  The timeline comes
+// from the name of the current WAL file: pg_control's checkpoint timeline
+// lags behind a promotion until the next checkpoint.
+const partnerFacts = `select pg_is_in_recovery(),
+       (select system_identifier from pg_control_system()),
+       case when pg_is_in_recovery() then 0
+            else ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int end`
+
+// walReceiverAge is how long ago the WAL receiver heard from the primary,
+// in seconds, or -1 when it does not stream.
+const walReceiverAge = `select coalesce((select extract(epoch from clock_timestamp() - last_msg_receipt_time)
+                          from pg_stat_wal_receiver where status = 'streaming'), -1)::float8`
+
+// queryPartner runs sql (partnerFacts, optionally with more columns) on
+// the partner and fills p.
+func (p *Prober) queryPartner(ctx context.Context, sql string, extra ...any) (keeper.Partner, error) {
+	var (
+		pt       keeper.Partner
+		sysid    int64
+		timeline int32
+	)
+	dest := append([]any{&pt.InRecovery, &sysid, &timeline}, extra...)
+	if err := classify(p.partner.QueryRow(ctx, sql, dest...)); err != nil {
+		return pt, err
+	}
+	pt.Answered = true
+	pt.SystemIdentifier = uint64(sysid) // pg_control_system() shows it as a signed bigint
+	pt.Timeline = uint32(timeline)
+	return pt, nil
+}
+
+// CheckPrimary checks that the primary answers, learns its identity, and
+// reads this standby's WAL receiver (even when the primary does not
+// answer: that is when it matters).
+func (p *Prober) CheckPrimary(ctx context.Context) (keeper.PrimaryCheck, error) {
+	var pc keeper.PrimaryCheck
+	var age float64
+	if err := p.local.QueryRow(ctx, walReceiverAge, &age); err != nil {
+		pc.WALReceiverAge, pc.WALReceiverErr = -1, fmt.Errorf("local node: %w", err)
+	} else {
+		pc.WALReceiverAge = time.Duration(age * float64(time.Second))
+	}
+	var err error
+	pc.Partner, err = p.queryPartner(ctx, partnerFacts)
+	return pc, err
 }
 
 // classify wraps the errors of a server that answered in
@@ -165,9 +215,10 @@ func classify(err error) error {
 	return &keeper.AnsweredError{Err: err}
 }
 
-// CheckStandby reads this node's walsenders and synchronous setting, then
-// checks that the standby answers.  A standby that answers but does not
-// stream fails the check: synchronous commits would wait for it.
+// CheckStandby reads this node's walsenders and synchronous setting,
+// writes the WAL heartbeat its standby's keeper watches, then asks the
+// standby for a lease.  A standby that answers but does not stream fails
+// the check: synchronous commits would wait for it.
 func (p *Prober) CheckStandby(ctx context.Context) (keeper.StandbyCheck, error) {
 	var sc keeper.StandbyCheck
 	err := p.local.QueryRow(ctx,
@@ -177,8 +228,26 @@ func (p *Prober) CheckStandby(ctx context.Context) (keeper.StandbyCheck, error) 
 	if err != nil {
 		return sc, fmt.Errorf("local node: %w", err)
 	}
-	var inRecovery bool
-	err = classify(p.partner.QueryRow(ctx, "select pg_is_in_recovery()", &inRecovery))
+	// A non-transactional message: WAL without a transaction id, which
+	// the standby's WAL receiver sees arrive.
+	sc.HeartbeatErr = p.local.Exec(ctx, "select pg_logical_emit_message(false, 'pg_keeper_go', '')")
+
+	if time.Now().After(p.noGrantUntil) {
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", pg_keeper_grant_lease()", &sc.Granted)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "42501" || pgErr.Code == "3F000") {
+			// No such function, or not allowed: the extension is missing
+			// in that database, or the role lacks EXECUTE.
+			p.grantErr = err
+			p.noGrantUntil = time.Now().Add(grantRetry)
+		} else {
+			p.grantErr = nil
+		}
+	}
+	if !time.Now().After(p.noGrantUntil) {
+		sc.GrantErr = p.grantErr
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts)
+	}
 	var answered *keeper.AnsweredError
 	if err != nil && !errors.As(err, &answered) {
 		return sc, err

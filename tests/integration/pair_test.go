@@ -48,8 +48,10 @@ func keeperConf(extra map[string]string) map[string]string {
 		"pg_keeper.keepalive_count": fmt.Sprint(keepaliveCount),
 	}
 	for k, v := range extra {
+		if readme := strings.Replace(k, "keepalives_", "keepalive_", 1); readme != k {
+			delete(conf, readme)
+		}
 		conf[k] = v
-		delete(conf, strings.Replace(k, "keepalives_", "keepalive_", 1))
 	}
 	return conf
 }
