@@ -67,7 +67,7 @@ install: install-core
 install-core: $(CORE_LIB)
 	$(INSTALL_SHLIB) $(CORE_LIB) '$(DESTDIR)$(pkglibdir)/$(CORE_LIB)'
 
-.PHONY: deps test test-unit test-integration vet bench bench-local demo demo-stop
+.PHONY: deps test test-unit test-integration vet bench bench-local bench-lease demo demo-stop
 
 # Installs what the build and the tests need on Debian (as root).
 deps:
@@ -104,6 +104,11 @@ bench: $(addprefix image-,$(BENCH_MAJORS))
 # vanished host: results/failover.md.
 bench-local: install
 	$(GO) test -v -count=1 -timeout 60m ./tests/bench -args -bench.runs=$(BENCH_RUNS) -bench.out=$(CURDIR)/results/failover.md
+
+# What checking the lease at every commit costs, with pgbench on a local
+# pair: results/lease-cost.md.
+bench-lease: install
+	$(GO) test -v -count=1 -timeout 30m -run '^TestLeaseCost$$' ./tests/bench -args -bench.lease.rounds=3 -bench.lease.out=$(CURDIR)/results/lease-cost.md
 
 # The demo: node1, node2 and app in Docker (docker-compose.yml).
 demo: image-$(PG_MAJOR)

@@ -4,6 +4,8 @@
 # First start, with an empty $PGDATA:
 #   NODE_ROLE=primary   initdb, the pg_state database, CREATE EXTENSION
 #   NODE_ROLE=standby   pg_basebackup from $PRIMARY_HOST (retried until it answers)
+#   NODE_ROLE=witness   initdb only: a plain server both keepers keep their
+#                       lease rows on (pg_keeper.witness_conninfo)
 # Every start: run postgres.  If postgres dies on its own (a crash), the
 # container stays up, as a host does when its server crashes: connections
 # are refused rather than lost with the container's address.  docker stop
@@ -15,13 +17,14 @@
 #   KEEPALIVE_TIME           pg_keeper.keepalive_time (default 2)
 #   KEEPALIVE_COUNT          pg_keeper.keepalive_count (default 3)
 #   AFTER_COMMAND            pg_keeper.after_command (default: a line in the log)
+#   WITNESS_HOST             the witness (pg_keeper.witness_conninfo); empty: none
 #   EXTRA_CONF               more postgresql.conf lines
 #
 # The demo trusts the Docker networks in pg_hba.conf; a real deployment uses
 # scram-sha-256 and a ~/.pgpass.
 set -euo pipefail
 : "${NODE_ROLE:?set NODE_ROLE to primary or standby}"
-: "${PARTNER_HOST:?set PARTNER_HOST}"
+[[ $NODE_ROLE == witness ]] || : "${PARTNER_HOST:?set PARTNER_HOST}"
 KEEPALIVE_TIME=${KEEPALIVE_TIME:-2}
 KEEPALIVE_COUNT=${KEEPALIVE_COUNT:-3}
 AFTER_COMMAND=${AFTER_COMMAND:-echo "pg_keeper_go promoted $(hostname): timeline \$PG_KEEPER_TIMELINE"}
@@ -44,6 +47,7 @@ pg_keeper.partner_conninfo = 'host=$PARTNER_HOST port=5432 user=postgres dbname=
 pg_keeper.keepalive_time = $KEEPALIVE_TIME
 pg_keeper.keepalive_count = $KEEPALIVE_COUNT
 pg_keeper.after_command = '${AFTER_COMMAND//\'/\'\'}'
+pg_keeper.witness_conninfo = '${WITNESS_HOST:+host=$WITNESS_HOST port=5432 user=postgres dbname=postgres connect_timeout=2}'
 ${EXTRA_CONF:-}
 EOF
 }
@@ -55,7 +59,8 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
 		initdb -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 >/dev/null
 		keeper_conf >>"$PGDATA/postgresql.conf"
 		printf 'host all all all trust\nhost replication all all trust\n' >>"$PGDATA/pg_hba.conf"
-		pg_ctl -D "$PGDATA" -w -o "-c listen_addresses=''" start >/dev/null
+		# No partner for this first start: the write guard starts open.
+		pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c pg_keeper.partner_conninfo=''" start >/dev/null
 		psql -X -q -v ON_ERROR_STOP=1 -d postgres -f "/usr/share/postgresql/$PG_MAJOR/extension/pg_state.sql" >/dev/null
 		psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "create extension pg_keeper_go"
 		pg_ctl -D "$PGDATA" -w -m fast stop >/dev/null
@@ -72,8 +77,14 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
 		# The copied postgresql.conf is the primary's: later lines win.
 		keeper_conf >>"$PGDATA/postgresql.conf"
 		;;
+	witness)
+		log "initialising the witness"
+		initdb -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 >/dev/null
+		printf "\nlisten_addresses = '*'\nlog_line_prefix = '%%m [%%p] '\n" >>"$PGDATA/postgresql.conf"
+		printf 'host all all all trust\n' >>"$PGDATA/pg_hba.conf"
+		;;
 	*)
-		log "NODE_ROLE must be primary or standby, not '$NODE_ROLE'"
+		log "NODE_ROLE must be primary, standby or witness, not '$NODE_ROLE'"
 		exit 2
 		;;
 	esac

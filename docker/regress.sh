@@ -18,8 +18,13 @@ pg_keeper.keepalive_time = 1
 pg_keeper.keepalive_count = 3
 CONF
 as_pg pg_ctl -D "$data/db" -l "$data/log" -w start >/dev/null
+# A configured primary takes no write until its keeper has checked the
+# partner once (the write guard is "pending"): retry until it has.
+for _ in $(seq 100); do
+	as_pg psql -X -q -h "$data" -d postgres -c "create extension if not exists pg_keeper_go" 2>/dev/null && break
+	sleep 0.1
+done
 # The keeper publishes its first status after its first check.
-as_pg psql -X -q -h "$data" -d postgres -c "create extension pg_keeper_go"
 for _ in $(seq 100); do
 	[[ $(psql -X -A -t -h "$data" -U postgres -d postgres -c "select state from pg_keeper_status()" 2>/dev/null) =~ ^(failing|alone|connected)$ ]] && break
 	sleep 0.1

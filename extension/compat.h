@@ -107,6 +107,25 @@ pgk_insert_timeline(void)
 #endif
 }
 
+/*
+ * Write a non-transactional logical message and flush it, so that the
+ * walsender sends it at once.  17 added the flush argument; before, flush
+ * by hand (a lone message in a partly filled WAL page is not flushed by the
+ * WAL writer).
+ */
+static inline XLogRecPtr
+pgk_log_flushed_message(const char *prefix, const char *message, size_t size)
+{
+#if PG_VERSION_NUM >= 170000
+	return LogLogicalMessage(prefix, message, size, false, true);
+#else
+	XLogRecPtr	lsn = LogLogicalMessage(prefix, message, size, false);
+
+	XLogFlush(lsn);
+	return lsn;
+#endif
+}
+
 /* True when a configuration parameter was set anywhere but its default. */
 static inline bool
 pgk_guc_is_set(const char *name)

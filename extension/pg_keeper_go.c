@@ -26,7 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "compat.h"
 #include "pg_keeper_go_host.h"
 
 #include "access/htup_details.h"
@@ -42,6 +41,7 @@
 #include "postmaster/bgworker.h"
 #include "port/atomics.h"
 #include "postmaster/interrupt.h"
+#include "replication/message.h"
 #include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -52,7 +52,10 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/ps_status.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
+
+#include "compat.h"
 
 PGK_MODULE_MAGIC;
 
@@ -114,6 +117,7 @@ PGDLLEXPORT void pg_keeper_go_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(pg_keeper_status);
 PG_FUNCTION_INFO_V1(pg_keeper_grant_lease);
+PG_FUNCTION_INFO_V1(pg_keeper_heartbeat);
 
 static const char *const pgk_guard_names[] = {"pending", "open", "leased", "fenced"};
 
@@ -287,6 +291,26 @@ pg_keeper_grant_lease(PG_FUNCTION_ARGS)
 	}
 	SpinLockRelease(&pgk_shared->mutex);
 	PG_RETURN_BOOL(granted);
+}
+
+/*
+ * pg_keeper_heartbeat(): called by the primary's keeper every
+ * keepalive_time.  Writes and flushes a tiny WAL message (no transaction),
+ * so that the standby's WAL receiver hears from a live primary even when
+ * it is idle: the standby's second signal.  A fenced node or a standby
+ * writes nothing and returns NULL.
+ */
+Datum
+pg_keeper_heartbeat(PG_FUNCTION_ARGS)
+{
+	if (pgk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+	if (RecoveryInProgress() || pgk_read_guard(NULL, 0) == PGK_GUARD_FENCED)
+		PG_RETURN_NULL();
+	PG_RETURN_LSN(pgk_log_flushed_message("pg_keeper_go", "", 0));
 }
 
 /* ---------------------------------------------------------------------

@@ -44,3 +44,13 @@ COMMENT ON FUNCTION pg_keeper_grant_lease() IS
 'called by the primary''s keeper on its standby: true when this standby promises not to promote before the lease has expired';
 
 REVOKE ALL ON FUNCTION pg_keeper_grant_lease() FROM PUBLIC;
+
+CREATE FUNCTION pg_keeper_heartbeat()
+RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'pg_keeper_heartbeat'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION pg_keeper_heartbeat() IS
+'called by the keeper on its primary: writes and flushes a WAL message so that the standby hears from its primary even when it is idle';
+
+REVOKE ALL ON FUNCTION pg_keeper_heartbeat() FROM PUBLIC;

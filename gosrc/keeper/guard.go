@@ -163,7 +163,7 @@ func (k *Keeper) primaryLease(start time.Duration, sc StandbyCheck, wl WitnessLe
 	k.logOnce("grant", errText(sc.GrantErr), LevelWarning, "pg_keeper_go: the standby cannot grant a lease: ",
 		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.partner_conninfo on the primary (it replicates to the standby). Until then writes are not guarded by the standby's lease.")
 	k.logOnce("heartbeat", errText(sc.HeartbeatErr), LevelWarning, "pg_keeper_go: cannot write the WAL heartbeat: ",
-		"The role of pg_keeper.my_conninfo needs superuser or REPLICATION; without the heartbeat an idle primary's standby cannot tell a lost check network from a lost primary.")
+		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.my_conninfo (its role must be a superuser); without the heartbeat the standby of an idle primary cannot tell a lost check network from a lost primary.")
 }
 
 // updateGuard sets the write guard of this primary in shared memory when

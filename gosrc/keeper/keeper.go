@@ -384,6 +384,11 @@ func (k *Keeper) act(a fsm.Action) error {
 		if k.saved != nil {
 			return nil
 		}
+		if k.guard == GuardLeased && Boottime() >= k.leaseUntil {
+			// The standby may be promoting: releasing the commits that
+			// wait for it would acknowledge writes it never received.
+			return errors.New("the lease has expired: commits keep waiting for the standby rather than be acknowledged without it")
+		}
 		var saved SyncSetting
 		err := k.await(syncTimeout, func(ctx context.Context) (err error) {
 			saved, err = k.node.DisableSync(ctx)

@@ -228,9 +228,9 @@ func (p *Prober) CheckStandby(ctx context.Context) (keeper.StandbyCheck, error) 
 	if err != nil {
 		return sc, fmt.Errorf("local node: %w", err)
 	}
-	// A non-transactional message: WAL without a transaction id, which
-	// the standby's WAL receiver sees arrive.
-	sc.HeartbeatErr = p.local.Exec(ctx, "select pg_logical_emit_message(false, 'pg_keeper_go', '')")
+	// A flushed WAL message without a transaction, which the standby's
+	// WAL receiver sees arrive.
+	sc.HeartbeatErr = p.local.Exec(ctx, "select pg_keeper_heartbeat()")
 
 	if time.Now().After(p.noGrantUntil) {
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", pg_keeper_grant_lease()", &sc.Granted)

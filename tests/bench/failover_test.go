@@ -111,6 +111,7 @@ func startPair(t *testing.T, in *pgtest.Install) (primary, standby *pgtest.Node)
 		"pg_keeper.keepalive_count": fmt.Sprint(*count),
 	}, func(primary *pgtest.Node) {
 		primary.Exec(t, "postgres", "create table writes (at timestamptz default now())")
+		primary.Exec(t, "postgres", "create extension pg_keeper_go") // the standby grants leases with it
 	})
 	standby.WaitLog(t, `to "standby:connected"`, 15*time.Second)
 	return primary, standby

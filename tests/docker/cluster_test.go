@@ -28,7 +28,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// cluster is one compose project: node1 (primary) and node2 (standby).
+// cluster is one compose project: node1 (primary), node2 (standby) and
+// the witness.
 type cluster struct {
 	t       *testing.T
 	project string
@@ -40,6 +41,7 @@ type cluster struct {
 type options struct {
 	keepaliveTime  int // seconds
 	keepaliveCount int
+	noWitness      bool // the keepers run without pg_keeper.witness_conninfo
 }
 
 func major() string {
@@ -54,8 +56,8 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// startCluster brings up node1 and node2 and waits until both keepers
-// report "connected".
+// startCluster brings up the witness, node1 and node2 and waits until both
+// keepers report "connected".
 func startCluster(t *testing.T, o options) *cluster {
 	t.Helper()
 	if _, err := exec.LookPath("docker-compose"); err != nil {
@@ -75,8 +77,11 @@ func startCluster(t *testing.T, o options) *cluster {
 			fmt.Sprintf("KEEPALIVE_TIME=%d", o.keepaliveTime),
 			fmt.Sprintf("KEEPALIVE_COUNT=%d", o.keepaliveCount)),
 	}
+	if o.noWitness {
+		c.env = append(c.env, "WITNESS_HOST=")
+	}
 	t.Cleanup(c.down)
-	c.compose("up", "-d", "node1", "node2")
+	c.compose("up", "-d", "witness", "node1", "node2")
 	c.waitState("node1", "primary", "connected", 90*time.Second)
 	c.waitState("node2", "standby", "connected", 90*time.Second)
 	c.psql("node1", "postgres", "create table writes (node text, at timestamptz default clock_timestamp())")
@@ -290,6 +295,19 @@ func (w *writer) report(fault time.Time) report {
 		}
 	}
 	return r
+}
+
+// acked counts the writes node acknowledged.
+func (w *writer) acked(node string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, wr := range w.writes {
+		if wr.node == node {
+			n++
+		}
+	}
+	return n
 }
 
 // overlap is how long both nodes accepted writes at once (0 if never).

@@ -19,6 +19,9 @@ const (
 	keepaliveCount = 3
 	// bound is the keeper issue's bound: keepalive_time x keepalive_count + 1 s.
 	bound = keepaliveTime*keepaliveCount + time.Second
+	// leaseMargin is what a standby waits beyond the primary's lease:
+	// 100 ms + 1 % of the lease, (keepalive_count - 1) x keepalive_time.
+	leaseMargin = 100*time.Millisecond + (keepaliveCount-1)*keepaliveTime/100
 )
 
 func standard(t *testing.T) *cluster {
@@ -74,7 +77,7 @@ func failover(t *testing.T, name string, inject fault) (*cluster, *writer, time.
 		return w.report(time.Time{}).node1After > 0, "the writer has not written to node1 yet"
 	})
 	at := inject(t, c)
-	took := waitNode2Writable(t, w, at, bound)
+	took := waitNode2Writable(t, w, at, bound+leaseMargin)
 	c.waitState("node2", "primary", "alone", 10*time.Second)
 	r := w.report(at)
 	record(t, result{scenario: name, writable: took, overlap: r.overlap()})
@@ -93,23 +96,125 @@ func TestVanishedHost(t *testing.T) {
 	failover(t, "vanished host: primary cut off from every network", vanish)
 }
 
-// TestHeartbeatOnlyLoss records what a lost heartbeat network alone does
-// today: the standby promotes while the primary still takes writes over the
-// replication network (split brain, until the fencing issue).
-func TestHeartbeatOnlyLoss(t *testing.T) {
-	c := standard(t)
-	w := c.startWriter()
-	fault := time.Now()
-	docker(t, "network", "disconnect", c.network("heartbeat"), c.container("node1"))
-	took := waitNode2Writable(t, w, fault, bound)
-	// Let the writer see whether node1 still takes writes.
-	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
-		r := w.report(fault)
-		return r.lastNode1.After(r.firstNode2.Add(time.Second)), "node1 took no write after node2's promotion"
+// noFailover watches for d that node2 stays a standby (its keeper may hold
+// a promotion) and node1 keeps taking writes, then records the scenario.
+func noFailover(t *testing.T, c *cluster, w *writer, fault time.Time, d time.Duration, scenario string) {
+	t.Helper()
+	eventually(t, d+10*time.Second, 100*time.Millisecond, func() (bool, string) {
+		out, err := c.tryPsql("node2", "postgres", "select role || '/' || state from pg_keeper_status()")
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(out, "standby/"), "node2 left the standby role: %s", out)
+		return time.Since(fault) >= d, ""
 	})
 	r := w.report(fault)
-	record(t, result{scenario: "heartbeat-only loss", writable: took, overlap: r.overlap(),
-		note: "split brain: both nodes accept writes (no fencing yet)"})
+	assert.Zero(t, r.node2, "writes acknowledged by node2")
+	assert.Positive(t, r.node1After, "node1 must keep taking writes")
+	logs := c.logs("node2")
+	assert.NotContains(t, logs, `to "standby:promoting"`)
+	held := "node2 never needed to hold"
+	if i := strings.Index(logs, "promotion held: "); i >= 0 {
+		held = "node2 held: " + firstLine(logs[i+len("promotion held: "):])
+	}
+	record(t, result{scenario: scenario, overlap: r.overlap(),
+		note: fmt.Sprintf("no failover in %s; node1 took %d writes; %s", d, r.node1After, held)})
+}
+
+// partition drops, inside node's container, every packet to or from the
+// other services' addresses on every network.  The test's writer (the
+// Docker host) still reaches every node.
+func partition(t *testing.T, c *cluster, node string, from ...string) time.Time {
+	var ips []string
+	for _, other := range from {
+		for _, net := range []string{"heartbeat", "replication"} {
+			// A service may not be on every network (the witness).
+			ip, err := dockerTry("inspect", "-f", fmt.Sprintf(`{{with index .NetworkSettings.Networks %q}}{{.IPAddress}}{{end}}`, c.network(net)), c.container(other))
+			if err == nil && ip != "" {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	set := strings.Join(ips, ", ")
+	docker(t, "exec", "-u", "root", c.container(node), "sh", "-c", fmt.Sprintf(`nft -f - <<'EOF'
+table inet partition {
+	chain in { type filter hook input priority 0; policy accept; ip saddr { %s } drop; }
+	chain out { type filter hook output priority 0; policy accept; ip daddr { %s } drop; }
+}
+EOF`, set, set))
+	return time.Now()
+}
+
+// TestHeartbeatOnlyLoss: the network the keepers check each other on
+// fails, replication still flows: the standby's WAL receiver says the
+// primary is alive, so nothing fails over.  No witness here, so that the
+// WAL heartbeat alone holds the promotion, and no writer until the end of
+// the hold (an idle primary, the hard case: only the keeper's heartbeat
+// reaches the standby).
+func TestHeartbeatOnlyLoss(t *testing.T) {
+	c := startCluster(t, options{keepaliveTime: int(keepaliveTime.Seconds()), keepaliveCount: keepaliveCount, noWitness: true})
+	docker(t, "network", "disconnect", c.network("heartbeat"), c.container("node1"))
+	fault := time.Now()
+	eventually(t, 2*bound, 100*time.Millisecond, func() (bool, string) {
+		return strings.Contains(c.logs("node2"), "promotion held: the WAL receiver still streams"), "node2 has not held a promotion yet"
+	})
+	w := c.startWriter()
+	noFailover(t, c, w, fault, 3*bound, "heartbeat-only loss (no witness, idle primary)")
+}
+
+// TestPartitionWithWitness: node1 and node2 lose each other on every
+// network; both still reach the witness, where node1 keeps renewing its
+// lease: node2 must not promote.
+func TestPartitionWithWitness(t *testing.T) {
+	c := standard(t)
+	w := c.startWriter()
+	fault := partition(t, c, "node1", "node2")
+	noFailover(t, c, w, fault, 3*bound, "full partition between the nodes, both reach the witness")
+}
+
+// TestPrimaryIsolated: node1 loses node2 and the witness, with synchronous
+// replication on; the application still reaches it.  Its lease expires
+// before node2 may promote: no overlapping writes, and no write node1
+// acknowledged is missing on node2.
+func TestPrimaryIsolated(t *testing.T) {
+	c := standard(t)
+	c.psql("node1", "postgres", "alter system set synchronous_standby_names = '*'")
+	c.psql("node1", "postgres", "select pg_reload_conf()")
+	eventually(t, 10*time.Second, 50*time.Millisecond, func() (bool, string) {
+		out, _ := c.tryPsql("node1", "postgres", "select sync_state from pg_stat_replication")
+		return out == "sync", "sync_state " + out
+	})
+	w := c.startWriter()
+	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return w.report(time.Time{}).node1After > 0, "the writer has not written to node1 yet"
+	})
+	fault := partition(t, c, "node1", "node2", "witness")
+	took := waitNode2Writable(t, w, fault, bound+leaseMargin)
+	// Give the old primary time to show whether it still commits.
+	eventually(t, 5*time.Second, 100*time.Millisecond, func() (bool, string) {
+		return time.Since(fault) > 2*bound, ""
+	})
+	w.close()
+	r := w.report(fault)
+	assert.Zero(t, r.overlap(), "both nodes acknowledged writes at once")
+	acked := w.acked("node1")
+	onNode2, err := strconv.Atoi(c.psql("node2", "postgres", "select count(*) from writes where node = 'node1'"))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, onNode2, acked, "writes node1 acknowledged that node2 does not have")
+	record(t, result{scenario: "primary isolated from standby and witness (synchronous replication)", writable: took, overlap: r.overlap(),
+		note: fmt.Sprintf("node1 acknowledged %d writes after the cut; all %d it ever acknowledged are on node2", r.node1After, acked)})
+}
+
+// TestFrozenPrimaryResumed: node1 freezes, node2 takes over, node1
+// resumes with its sessions open: it must not commit a single write.
+func TestFrozenPrimaryResumed(t *testing.T) {
+	c, w, fault := failover(t, "frozen primary (failover part)", hang)
+	docker(t, "unpause", c.container("node1"))
+	c.waitState("node1", "primary", "fenced", 20*time.Second)
+	w.close()
+	r := w.report(fault)
+	assert.Zero(t, r.node1After, "writes node1 acknowledged after it was frozen")
+	assert.Zero(t, r.overlap())
+	record(t, result{scenario: "frozen primary resumed after the failover", writable: r.firstNode2.Sub(fault), overlap: r.overlap(),
+		note: fmt.Sprintf("node1 fenced on resume; it acknowledged %d writes after the freeze", r.node1After)})
 }
 
 func TestSyncStandbyLoss(t *testing.T) {
@@ -184,27 +289,18 @@ EOF`, dev))
 		note: fmt.Sprintf("no failover; %d streaks of failed checks, none reached keepalive_count", strings.Count(logs, `to "standby:failing"`))})
 }
 
-// TestOldPrimaryRestarted records whether the old primary accepts writes
-// when it is started again after a failover (it does, until fencing).
+// TestOldPrimaryRestarted: the old primary is started again after a
+// failover, as it was: it must not take a single write, and its keeper
+// fences it.
 func TestOldPrimaryRestarted(t *testing.T) {
 	c, w, fault := failover(t, "old primary restarted after a failover (failover part)", crash)
 	restart := time.Now()
 	docker(t, "restart", "-t", "2", c.container("node1"))
-	accepted := false
-	eventually(t, 60*time.Second, 100*time.Millisecond, func() (bool, string) {
-		out, err := c.tryPsql("node1", "postgres", "select pg_is_in_recovery()")
-		accepted = err == nil && out == "f"
-		return err == nil, "node1 not up: " + out
-	})
+	c.waitState("node1", "primary", "fenced", 60*time.Second)
+	reason := c.psql("node1", "postgres", "select guard_reason from pg_keeper_status()")
+	w.close()
 	r := w.report(restart)
-	note := "old primary came back read-only"
-	if accepted {
-		eventually(t, 10*time.Second, 50*time.Millisecond, func() (bool, string) {
-			return w.report(restart).node1After > 0, "no write on node1 yet"
-		})
-		r = w.report(restart)
-		note = fmt.Sprintf("old primary accepted %d writes after its restart (split brain, no fencing yet)", r.node1After)
-	}
+	assert.Zero(t, r.node1After, "writes the restarted old primary acknowledged")
 	record(t, result{scenario: "old primary restarted after a failover", writable: w.report(fault).firstNode2.Sub(fault),
-		overlap: r.overlap(), note: note})
+		overlap: r.overlap(), note: fmt.Sprintf("node1 fenced (%s); it acknowledged %d writes", reason, r.node1After)})
 }

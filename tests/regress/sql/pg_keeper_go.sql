@@ -9,7 +9,8 @@ FROM pg_extension WHERE extname = 'pg_keeper_go';
 -- every object has a comment
 SELECT p.oid::regprocedure AS function, obj_description(p.oid, 'pg_proc') IS NOT NULL AS has_comment
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
-JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_keeper_go';
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_keeper_go'
+ORDER BY p.proname;
 
 -- one row, from the running keeper; no password in any column
 SELECT count(*) FROM pg_keeper_status();
@@ -21,6 +22,11 @@ SELECT count(*) AS rows_with_password
 FROM pg_keeper_status() s
 WHERE s::text LIKE '%regress_secret%';
 
+-- the write guard: no standby has ever followed this primary, so it is open
+SELECT guard, guard_reason, lease_valid_for FROM pg_keeper_status();
+-- a primary grants no lease (only a standby does)
+SELECT pg_keeper_grant_lease();
+
 -- settings: both spellings, units, reload-only, ranges (a misspelt
 -- pg_keeper.* name is refused from PostgreSQL 15 on: tests/integration)
 SHOW pg_keeper.keepalive_time;
@@ -31,6 +37,9 @@ ALTER SYSTEM SET pg_keeper.keepalive_count = 0;
 ALTER SYSTEM SET pg_keeper.keepalive_time = 'abc';
 ALTER SYSTEM SET pg_keeper.keepalive_time = '2min';
 ALTER SYSTEM RESET pg_keeper.keepalive_time;
+SHOW pg_keeper.split_brain_policy;
+ALTER SYSTEM SET pg_keeper.split_brain_policy = 'maybe';
+SHOW pg_keeper.witness_conninfo;
 
 -- privileges: pg_monitor may read the status, others may not, and nobody
 -- but superusers (and pg_read_all_settings) sees the conninfos
@@ -38,6 +47,7 @@ CREATE ROLE regress_pgk_app;
 CREATE ROLE regress_pgk_monitor IN ROLE pg_monitor;
 SET ROLE regress_pgk_app;
 SELECT role FROM pg_keeper_status();
+SELECT pg_keeper_grant_lease();
 -- (the wording of this error changed in 16; its SQLSTATE did not)
 DO $$
 BEGIN
@@ -49,6 +59,7 @@ END $$;
 RESET ROLE;
 SET ROLE regress_pgk_monitor;
 SELECT role FROM pg_keeper_status();
+SELECT pg_keeper_grant_lease();
 RESET ROLE;
 DROP ROLE regress_pgk_app;
 DROP ROLE regress_pgk_monitor;
@@ -68,4 +79,17 @@ SELECT unixtime, host, old_primary FROM failover_log ORDER BY unixtime DESC LIMI
 \connect contrib_regression
 DROP DATABASE pg_state;
 
+DROP EXTENSION pg_keeper_go;
+
+-- the upgrade path from 1.0: the old status function does not match the
+-- library until ALTER EXTENSION ... UPDATE
+CREATE EXTENSION pg_keeper_go VERSION '1.0';
+SELECT role FROM pg_keeper_status();
+ALTER EXTENSION pg_keeper_go UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pg_keeper_go';
+SELECT role, guard FROM pg_keeper_status();
+SELECT p.oid::regprocedure AS function
+FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_keeper_go'
+ORDER BY p.proname;
 DROP EXTENSION pg_keeper_go;
