@@ -1,0 +1,396 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+)
+
+// Defaults of GatherOptions.
+const (
+	DefaultFailoverLogDatabase = "pg_state"
+	DefaultFailoverLogTable    = "failover_log"
+	// ApplicationName is how the watcher's sessions appear in
+	// pg_stat_activity, unless the connection string sets one.
+	ApplicationName = "pg_keeper_go watch"
+	// recheck is how long a missing failover log (database or table) or a
+	// missing privilege is remembered before the next attempt, so that a
+	// watcher polling every 250 ms does not fill the server log with
+	// FATAL and ERROR lines.
+	recheck = 30 * time.Second
+)
+
+// GatherOptions says where the failover log is.
+type GatherOptions struct {
+	// FailoverLogDatabase holds the failover log table; "" turns reading
+	// the log off.
+	FailoverLogDatabase string
+	// FailoverLogTable is the table, [schema.]table.
+	FailoverLogTable string
+}
+
+// factsSQL reads what Decide needs in one round trip.  Each expression that
+// only works on a primary (or a standby) is guarded by pg_is_in_recovery().
+const factsSQL = `select pg_is_in_recovery(),
+       current_setting('default_transaction_read_only')::bool,
+       (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text,
+       case when pg_is_in_recovery()
+            then coalesce((select received_tli from pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
+            else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
+       coalesce((select status = 'streaming' from pg_stat_wal_receiver), false),
+       case when not pg_is_in_recovery() then null
+            when pg_last_wal_receive_lsn() is not distinct from pg_last_wal_replay_lsn() then 0
+            else extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end,
+       to_regprocedure('pg_keeper_status()') is not null`
+
+// Gatherer reads the facts of a fixed set of nodes over persistent
+// connections, reopened when they break.  Its methods must not be called
+// concurrently.
+type Gatherer struct {
+	nodes []*nodeState
+	opt   GatherOptions
+	now   func() time.Time
+}
+
+// skip remembers a lasting failure: until when not to try again, and the
+// error to report meanwhile ("" for a missing table, which is no error).
+type skip struct {
+	until time.Time
+	err   string
+}
+
+// nodeState is one node's sessions.
+type nodeState struct {
+	name string
+	host string
+	port uint16
+	main session
+	log  *session // nil when the failover log is in the main session's database
+	// logSkip and keeperSkip: the failover log or pg_keeper_status() could
+	// not be read for a lasting reason; not tried again before a time.
+	logSkip, keeperSkip skip
+}
+
+// NewGatherer parses the nodes' connection strings (libpq keyword/value
+// or URI; passwords may come from ~/.pgpass as with libpq); it does not
+// connect.  Each must name a single host.
+func NewGatherer(nodes []string, opt GatherOptions) (*Gatherer, error) {
+	if len(nodes) == 0 {
+		return nil, errors.New("no nodes given")
+	}
+	if opt.FailoverLogDatabase != "" && opt.FailoverLogTable == "" {
+		return nil, errors.New("no failover log table given")
+	}
+	g := &Gatherer{opt: opt, now: time.Now}
+	seen := map[string]bool{}
+	for _, s := range nodes {
+		cfg, err := parseNode(s)
+		if err != nil {
+			return nil, err
+		}
+		n := &nodeState{host: cfg.Host, port: cfg.Port, main: session{cfg: cfg}}
+		n.name = NodeName(cfg.Host, cfg.Port)
+		if seen[n.name] {
+			return nil, fmt.Errorf("node %s is given twice", n.name)
+		}
+		seen[n.name] = true
+		if opt.FailoverLogDatabase != "" && opt.FailoverLogDatabase != cfg.Database {
+			lc := cfg.Copy()
+			lc.Database = opt.FailoverLogDatabase
+			n.log = &session{cfg: lc}
+		}
+		g.nodes = append(g.nodes, n)
+	}
+	return g, nil
+}
+
+// NodeName names a node as host:port ([v6addr]:port for IPv6).
+func NodeName(host string, port uint16) string {
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
+
+// parseNode parses one --node connection string without ever putting its
+// password into an error.
+func parseNode(s string) (*pgx.ConnConfig, error) {
+	pc, err := conninfo.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	for _, fb := range pc.Fallbacks {
+		if fb.Host != pc.Host || fb.Port != pc.Port {
+			return nil, fmt.Errorf("connection string %q names several hosts: give each node its own --node", conninfo.Redact(s))
+		}
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("default pgx config: %w", err)
+	}
+	cfg.Config = *pc
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = ApplicationName
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	cfg.ConnectTimeout = 0 // the caller's context bounds connecting
+	return cfg, nil
+}
+
+// Nodes returns the names of the nodes, in the order given.
+func (g *Gatherer) Nodes() []string {
+	out := make([]string, len(g.nodes))
+	for i, n := range g.nodes {
+		out[i] = n.name
+	}
+	return out
+}
+
+// Gather asks every node at once and returns their facts in the order the
+// nodes were given.  ctx bounds the whole round: a node that has not
+// answered when it ends is unreachable.
+func (g *Gatherer) Gather(ctx context.Context) []NodeFacts {
+	out := make([]NodeFacts, len(g.nodes))
+	var wg sync.WaitGroup
+	for i, n := range g.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = g.gatherOne(ctx, n)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Close closes every connection, waiting at most a second for servers
+// that do not answer.
+func (g *Gatherer) Close() {
+	var wg sync.WaitGroup
+	for _, n := range g.nodes {
+		for _, s := range []*session{&n.main, n.log} {
+			if s != nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s.close()
+				}()
+			}
+		}
+	}
+	wg.Wait()
+}
+
+func (g *Gatherer) gatherOne(ctx context.Context, n *nodeState) NodeFacts {
+	f := NodeFacts{Node: n.name, Host: n.host, Port: n.port}
+	var (
+		lsn       *string
+		timeline  *int32
+		lag       *float64
+		hasKeeper bool
+	)
+	conn, err := n.main.queryRow(ctx, factsSQL, &f.InRecovery, &f.ReadOnly, &lsn, &timeline, &f.Streaming, &lag, &hasKeeper)
+	if err != nil {
+		f.Error = errText(err)
+		return f
+	}
+	f.Reachable = true
+	f.Writable = !f.InRecovery && !f.ReadOnly
+	if lsn != nil {
+		f.LSN = *lsn
+	}
+	if timeline != nil && *timeline > 0 {
+		f.Timeline = uint32(*timeline)
+	}
+	f.ReplayLagSeconds = lag
+
+	now := g.now()
+	switch {
+	case !hasKeeper:
+	case now.Before(n.keeperSkip.until):
+		f.KeeperError = n.keeperSkip.err
+	default:
+		k, err := readKeeper(ctx, conn)
+		switch {
+		case err == nil:
+			f.Keeper = &k
+		case sqlState(err) == "42501": // insufficient_privilege: lasts until a GRANT
+			f.KeeperError = errText(err)
+			n.keeperSkip = skip{now.Add(recheck), f.KeeperError}
+		default:
+			n.main.failed(err)
+			f.KeeperError = errText(err)
+		}
+	}
+	switch {
+	case g.opt.FailoverLogDatabase == "":
+	case now.Before(n.logSkip.until):
+		f.FailoverLogError = n.logSkip.err
+	default:
+		row, missing, err := g.readFailoverLog(ctx, n, conn)
+		switch {
+		case missing:
+			n.logSkip = skip{until: now.Add(recheck)}
+		case sqlState(err) == "42501":
+			f.FailoverLogError = errText(err)
+			n.logSkip = skip{now.Add(recheck), f.FailoverLogError}
+		case err != nil:
+			f.FailoverLogError = errText(err)
+		default:
+			f.LastFailover = row
+		}
+	}
+	return f
+}
+
+// readKeeper calls pg_keeper_status(); its columns differ between
+// versions, so the row is read as JSON.
+func readKeeper(ctx context.Context, conn *pgx.Conn) (KeeperStatus, error) {
+	var js string
+	if err := conn.QueryRow(ctx, "select to_jsonb(s)::text from pg_keeper_status() s").Scan(&js); err != nil {
+		return KeeperStatus{}, fmt.Errorf("pg_keeper_status(): %w", err)
+	}
+	return ParseKeeperStatus([]byte(js))
+}
+
+// readFailoverLog returns the newest row of the failover log, nil when
+// the table is empty.  missing is true when the database or the table
+// does not exist.
+func (g *Gatherer) readFailoverLog(ctx context.Context, n *nodeState, main *pgx.Conn) (row *FailoverRow, missing bool, err error) {
+	conn, s := main, &n.main
+	if n.log != nil {
+		s = n.log
+		if conn, err = s.get(ctx); err != nil {
+			if sqlState(err) == "3D000" { // invalid_catalog_name: no such database
+				return nil, true, nil
+			}
+			return nil, false, fmt.Errorf("failover log: %w", err)
+		}
+	}
+	table := pgx.Identifier(strings.Split(g.opt.FailoverLogTable, ".")).Sanitize()
+	var js string
+	err = conn.QueryRow(ctx, "select to_jsonb(f)::text from "+table+" f order by unixtime desc limit 1").Scan(&js)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, false, nil
+	case sqlState(err) == "42P01" || sqlState(err) == "3F000": // undefined_table, invalid_schema_name
+		return nil, true, nil
+	case err != nil:
+		s.failed(err)
+		return nil, false, fmt.Errorf("failover log %s.%s: %w", g.opt.FailoverLogDatabase, g.opt.FailoverLogTable, err)
+	}
+	r, err := ParseFailoverRow([]byte(js))
+	if err != nil {
+		return nil, false, err
+	}
+	return &r, false, nil
+}
+
+// errText returns err's text without any password, on one line: pgx puts
+// each connection attempt (TLS, then plain with sslmode=prefer) on its own
+// line; repeated lines are dropped.
+func errText(err error) string {
+	var parts []string
+	for _, l := range strings.Split(conninfo.RedactError(err), "\n") {
+		l = strings.TrimSuffix(strings.TrimSpace(l), ":")
+		if l != "" && (len(parts) == 0 || parts[len(parts)-1] != l) {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, ": ")
+}
+
+// sqlState returns the SQLSTATE of a server error, "" for other errors.
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// session is a persistent connection to one database of a node.
+type session struct {
+	cfg  *pgx.ConnConfig
+	conn *pgx.Conn
+}
+
+// get returns the open connection, or opens one under ctx.
+func (s *session) get(ctx context.Context) (*pgx.Conn, error) {
+	if s.conn != nil && !s.conn.IsClosed() {
+		return s.conn, nil
+	}
+	s.conn = nil
+	conn, err := pgx.ConnectConfig(ctx, s.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	s.conn = conn
+	return conn, nil
+}
+
+// queryRow runs sql and scans its row into dest, and returns the
+// connection for more queries.  A persistent connection that broke while
+// idle (a network error, or a server that ended the session, e.g. on a
+// restart) is replaced once within the same deadline, so that it does not
+// make a healthy node look unreachable.
+func (s *session) queryRow(ctx context.Context, sql string, dest ...any) (*pgx.Conn, error) {
+	reused := s.conn != nil && !s.conn.IsClosed()
+	conn, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = conn.QueryRow(ctx, sql).Scan(dest...)
+	if err != nil && reused && (sqlState(err) == "" || conn.IsClosed()) && ctx.Err() == nil {
+		s.drop()
+		if conn, err = s.get(ctx); err != nil {
+			return nil, err
+		}
+		err = conn.QueryRow(ctx, sql).Scan(dest...)
+	}
+	if err != nil {
+		s.failed(err)
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return conn, nil
+}
+
+// failed drops the connection after err unless the server itself answered
+// with an error (the connection is then still usable).
+func (s *session) failed(err error) {
+	if sqlState(err) == "" {
+		s.drop()
+	}
+}
+
+// drop closes the connection in the background: a hung server must not
+// hold the caller up.
+func (s *session) drop() {
+	if s.conn == nil {
+		return
+	}
+	c := s.conn
+	s.conn = nil
+	go closeConn(c)
+}
+
+// close closes the connection and waits for it, at most a second.
+func (s *session) close() {
+	if s.conn != nil {
+		closeConn(s.conn)
+		s.conn = nil
+	}
+}
+
+func closeConn(c *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}
