@@ -108,7 +108,7 @@ bench-local: install
 # What checking the lease at every commit costs, with pgbench on a local
 # pair: results/lease-cost.md.
 bench-lease: install
-	$(GO) test -v -count=1 -timeout 30m -run '^TestLeaseCost$$' ./tests/bench -args -bench.lease.rounds=3 -bench.lease.out=$(CURDIR)/results/lease-cost.md
+	$(GO) test -v -count=1 -timeout 30m -run '^TestLeaseCost$$' ./tests/bench -args -bench.lease.rounds=6 -bench.lease.duration=10s -bench.lease.out=$(CURDIR)/results/lease-cost.md
 
 # The demo: node1, node2 and app in Docker (docker-compose.yml).
 demo: image-$(PG_MAJOR)

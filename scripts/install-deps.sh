@@ -9,7 +9,7 @@
 set -euo pipefail
 
 PG_MAJOR=${PG_MAJOR:-15}
-packages=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libkrb5-dev gcc make nftables debootstrap)
+packages=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libkrb5-dev libssl-dev gcc make nftables debootstrap)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -136,8 +136,14 @@ func partition(t *testing.T, c *cluster, node string, from ...string) time.Time 
 	set := strings.Join(ips, ", ")
 	docker(t, "exec", "-u", "root", c.container(node), "sh", "-c", fmt.Sprintf(`nft -f - <<'EOF'
 table inet partition {
-	chain in { type filter hook input priority 0; policy accept; ip saddr { %s } drop; }
-	chain out { type filter hook output priority 0; policy accept; ip daddr { %s } drop; }
+	chain partition_input {
+		type filter hook input priority 0; policy accept;
+		ip saddr { %s } drop
+	}
+	chain partition_output {
+		type filter hook output priority 0; policy accept;
+		ip daddr { %s } drop
+	}
 }
 EOF`, set, set))
 	return time.Now()
@@ -189,7 +195,7 @@ func TestPrimaryIsolated(t *testing.T) {
 	fault := partition(t, c, "node1", "node2", "witness")
 	took := waitNode2Writable(t, w, fault, bound+leaseMargin)
 	// Give the old primary time to show whether it still commits.
-	eventually(t, 5*time.Second, 100*time.Millisecond, func() (bool, string) {
+	eventually(t, 3*bound, 100*time.Millisecond, func() (bool, string) {
 		return time.Since(fault) > 2*bound, ""
 	})
 	w.close()
