@@ -91,15 +91,7 @@ func (w *Witness) RenewPrimary(ctx context.Context, timeline uint32, lease time.
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
-		// now() is the start of this transaction: no earlier than the
-		// keeper's own start of the lease, so the witness's copy of the
-		// lease never ends before the primary's.
-		_, err = tx.Exec(ctx, `insert into pg_keeper_witness as w (system_identifier, node, role, timeline, lease_until, updated_at)
-			values ($1, $2, 'primary', $3, now() + $4 * interval '1 millisecond', clock_timestamp())
-			on conflict (system_identifier, node) do update
-			set role = excluded.role, timeline = excluded.timeline,
-			    lease_until = excluded.lease_until, updated_at = excluded.updated_at`,
-			w.sysid, w.node, int32(timeline), lease.Milliseconds())
+		err = w.upsert(ctx, tx, "primary", timeline, lease)
 		wl.Renewed = err == nil
 		return err
 	})
@@ -109,17 +101,25 @@ func (w *Witness) RenewPrimary(ctx context.Context, timeline uint32, lease time.
 	return wl, nil
 }
 
+// upsert writes this node's row; a lease of 0 leaves lease_until NULL.
+// A lease starts at now(), the start of the transaction: no earlier than
+// the keeper's own start of the lease, so the witness's copy of a lease
+// never ends before the primary's.
+func (w *Witness) upsert(ctx context.Context, tx pgx.Tx, role string, timeline uint32, lease time.Duration) error {
+	_, err := tx.Exec(ctx, `insert into pg_keeper_witness as w (system_identifier, node, role, timeline, lease_until, updated_at)
+		values ($1, $2, $3, $4, case when $5 > 0 then now() + $5 * interval '1 millisecond' end, clock_timestamp())
+		on conflict (system_identifier, node) do update
+		set role = excluded.role, timeline = excluded.timeline,
+		    lease_until = excluded.lease_until, updated_at = excluded.updated_at`,
+		w.sysid, w.node, role, int32(timeline), lease.Milliseconds())
+	return err
+}
+
 // StandbyHeartbeat implements keeper.Witness.
 func (w *Witness) StandbyHeartbeat(ctx context.Context, timeline uint32, margin time.Duration) (bool, string, error) {
 	var holder string
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `insert into pg_keeper_witness as w (system_identifier, node, role, timeline, lease_until, updated_at)
-			values ($1, $2, 'standby', $3, null, clock_timestamp())
-			on conflict (system_identifier, node) do update
-			set role = excluded.role, timeline = excluded.timeline,
-			    lease_until = null, updated_at = excluded.updated_at`,
-			w.sysid, w.node, int32(timeline))
-		if err != nil {
+		if err := w.upsert(ctx, tx, "standby", timeline, 0); err != nil {
 			return err
 		}
 		return w.leaseHolder(ctx, tx, margin, &holder)
@@ -158,13 +158,7 @@ func (w *Witness) Claim(ctx context.Context, newTimeline uint32, lease, margin t
 		if holder != "" {
 			return fmt.Errorf("%w (%s)", ErrLeaseHeld, holder)
 		}
-		_, err := tx.Exec(ctx, `insert into pg_keeper_witness as w (system_identifier, node, role, timeline, lease_until, updated_at)
-			values ($1, $2, 'primary', $3, now() + $4 * interval '1 millisecond', clock_timestamp())
-			on conflict (system_identifier, node) do update
-			set role = excluded.role, timeline = excluded.timeline,
-			    lease_until = excluded.lease_until, updated_at = excluded.updated_at`,
-			w.sysid, w.node, int32(newTimeline), lease.Milliseconds())
-		return err
+		return w.upsert(ctx, tx, "primary", newTimeline, lease)
 	})
 	if err != nil {
 		return fmt.Errorf("witness: %w", err)
