@@ -429,6 +429,7 @@ func (k *Keeper) promote() error {
 			err = fmt.Errorf("the primary was granted a lease %s ago", (Boottime() - last).Round(time.Millisecond))
 		}
 	}
+	claimStart := Boottime() // the lease the claim registers starts no earlier
 	if err == nil && k.witness != nil {
 		err = k.await(k.settings.KeepaliveTime, func(ctx context.Context) error {
 			return k.witness.Claim(ctx, tli+1, k.settings.Lease(), k.settings.LeaseMargin())
@@ -438,7 +439,7 @@ func (k *Keeper) promote() error {
 		// The promoted node must take writes at once: under a lease that
 		// the witness holds for it, or open (its partner was the primary).
 		if k.witness != nil {
-			k.leaseUntil = Boottime() + k.settings.Lease()
+			k.leaseUntil = claimStart + k.settings.Lease()
 			err = k.host.SetGuard(GuardLeased, k.leaseUntil, "promoted: lease registered at the witness")
 		} else {
 			err = k.host.SetGuard(GuardOpen, 0, "promoted by the keeper: no standby has followed this primary yet")
