@@ -229,8 +229,11 @@ func (p *Prober) CheckStandby(ctx context.Context) (keeper.StandbyCheck, error) 
 		return sc, fmt.Errorf("local node: %w", err)
 	}
 	// A flushed WAL message without a transaction, which the standby's
-	// WAL receiver sees arrive.
-	sc.HeartbeatErr = p.local.Exec(ctx, "select pg_keeper_heartbeat()")
+	// WAL receiver sees arrive (NULL on a fenced node, which writes none).
+	var lsn *string
+	if err := p.local.QueryRow(ctx, "select pg_keeper_heartbeat()::text", &lsn); err != nil {
+		sc.HeartbeatErr = fmt.Errorf("local node: %w", err)
+	}
 
 	if time.Now().After(p.noGrantUntil) {
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", pg_keeper_grant_lease()", &sc.Granted)
