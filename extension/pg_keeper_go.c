@@ -180,6 +180,17 @@ pgk_shmem_startup(void)
  * ---------------------------------------------------------------------
  */
 
+/* SQL functions need the shared memory that only preloading creates. */
+static void
+pgk_require_shared(void)
+{
+	if (pgk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
 /* Copy the guard's mode and reason. */
 static int
 pgk_read_guard(char *reason, size_t len)
@@ -275,11 +286,7 @@ pg_keeper_grant_lease(PG_FUNCTION_ARGS)
 {
 	bool		granted = false;
 
-	if (pgk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
-				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+	pgk_require_shared();
 	if (!RecoveryInProgress())
 		PG_RETURN_BOOL(false);
 
@@ -303,11 +310,7 @@ pg_keeper_grant_lease(PG_FUNCTION_ARGS)
 Datum
 pg_keeper_heartbeat(PG_FUNCTION_ARGS)
 {
-	if (pgk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
-				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+	pgk_require_shared();
 	if (RecoveryInProgress() || pgk_read_guard(NULL, 0) == PGK_GUARD_FENCED)
 		PG_RETURN_NULL();
 	PG_RETURN_LSN(pgk_log_flushed_message("pg_keeper_go", "", 0));
@@ -934,11 +937,7 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 	int64		now_ns;
 	int			i = 0;
 
-	if (pgk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
-				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+	pgk_require_shared();
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
