@@ -37,19 +37,30 @@ func NewSession(connString string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg, err := NewConnConfig(pc, ApplicationName)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{cfg: cfg}, nil
+}
+
+// NewConnConfig makes the pgx configuration of a parsed connection string
+// for the project's short, deadline-bound sessions: applicationName unless
+// the string sets one, one round trip per query and nothing cached across
+// reconnects (simple protocol), no connect timeout of its own (the
+// caller's context bounds connecting).
+func NewConnConfig(pc *pgconn.Config, applicationName string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, fmt.Errorf("default pgx config: %w", err)
 	}
 	cfg.Config = *pc
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = ApplicationName
+		cfg.RuntimeParams["application_name"] = applicationName
 	}
-	// One round trip per query, and nothing cached across reconnects.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	// The caller's context bounds connecting.
 	cfg.ConnectTimeout = 0
-	return &Session{cfg: cfg}, nil
+	return cfg, nil
 }
 
 // QueryRow runs sql and scans its single row into dest.  A broken

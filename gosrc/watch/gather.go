@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
 )
 
 // Defaults of GatherOptions.
@@ -131,17 +132,7 @@ func parseNode(s string) (*pgx.ConnConfig, error) {
 			return nil, fmt.Errorf("connection string %q names several hosts: give each node its own --node", conninfo.Redact(s))
 		}
 	}
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, fmt.Errorf("default pgx config: %w", err)
-	}
-	cfg.Config = *pc
-	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = ApplicationName
-	}
-	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	cfg.ConnectTimeout = 0 // the caller's context bounds connecting
-	return cfg, nil
+	return probe.NewConnConfig(pc, ApplicationName)
 }
 
 // Nodes returns the names of the nodes, in the order given.
