@@ -176,18 +176,25 @@ func TestPartitionWithWitness(t *testing.T) {
 	noFailover(t, c, w, fault, 3*bound, "full partition between the nodes, both reach the witness")
 }
 
+// syncReplication turns synchronous replication on at node1 and waits
+// until node2 is its synchronous standby.
+func (c *cluster) syncReplication() {
+	c.t.Helper()
+	c.psql("node1", "postgres", "alter system set synchronous_standby_names = '*'")
+	c.psql("node1", "postgres", "select pg_reload_conf()")
+	eventually(c.t, 10*time.Second, 50*time.Millisecond, func() (bool, string) {
+		out, _ := c.tryPsql("node1", "postgres", "select sync_state from pg_stat_replication")
+		return out == "sync", "sync_state " + out
+	})
+}
+
 // TestPrimaryIsolated: node1 loses node2 and the witness, with synchronous
 // replication on; the application still reaches it.  Its lease expires
 // before node2 may promote: no overlapping writes, and no write node1
 // acknowledged is missing on node2.
 func TestPrimaryIsolated(t *testing.T) {
 	c := standard(t)
-	c.psql("node1", "postgres", "alter system set synchronous_standby_names = '*'")
-	c.psql("node1", "postgres", "select pg_reload_conf()")
-	eventually(t, 10*time.Second, 50*time.Millisecond, func() (bool, string) {
-		out, _ := c.tryPsql("node1", "postgres", "select sync_state from pg_stat_replication")
-		return out == "sync", "sync_state " + out
-	})
+	c.syncReplication()
 	w := c.startWriter()
 	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
 		return w.report(time.Time{}).node1After > 0, "the writer has not written to node1 yet"
@@ -225,12 +232,7 @@ func TestFrozenPrimaryResumed(t *testing.T) {
 
 func TestSyncStandbyLoss(t *testing.T) {
 	c := standard(t)
-	c.psql("node1", "postgres", "alter system set synchronous_standby_names = '*'")
-	c.psql("node1", "postgres", "select pg_reload_conf()")
-	eventually(t, 10*time.Second, 50*time.Millisecond, func() (bool, string) {
-		out, _ := c.tryPsql("node1", "postgres", "select sync_state from pg_stat_replication")
-		return out == "sync", "sync_state " + out
-	})
+	c.syncReplication()
 	conninfo := fmt.Sprintf("host=%s user=postgres dbname=postgres sslmode=disable", c.ip("node1", "replication"))
 	fault := time.Now()
 	docker(t, "kill", c.container("node2"))
