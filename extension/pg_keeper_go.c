@@ -104,6 +104,7 @@ static int	pgk_after_command_timeout = 60;
 static char *pgk_failover_log_database = NULL;
 static char *pgk_failover_log_table = NULL;
 static char *pgk_witness_conninfo = NULL;
+static char *pgk_http_address = NULL;
 static int	pgk_split_brain_policy = 0;
 
 static const struct config_enum_entry pgk_policy_options[] = {
@@ -394,6 +395,12 @@ pgk_define_settings(void)
 							   "With a witness, a standby promotes only when the primary's lease there has expired, and a primary keeps its lease while it reaches the witness. Empty means no witness.",
 							   &pgk_witness_conninfo, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.http_address",
+							   "Address (host:port) of the keeper's HTTP API: /primary, /replica, /health, /status, /metrics.",
+							   "Empty turns the HTTP API off. For example '0.0.0.0:8008', or ':8008' for every address.",
+							   &pgk_http_address, "",
+							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 	DefineCustomEnumVariable("pg_keeper.split_brain_policy",
 							 "What a primary without a witness does when it cannot reach its standby.",

@@ -125,6 +125,10 @@ func (s *Server) servePrimary(w http.ResponseWriter, r *http.Request) {
 	if problem == "" {
 		problem = PrimaryProblem(*snap)
 	}
+	if problem == "" && !snap.WritableUntil.IsZero() && !s.now().Before(snap.WritableUntil) {
+		problem = fmt.Sprintf("the node's write lease ended %s ago and the keeper has not renewed it",
+			s.now().Sub(snap.WritableUntil).Round(time.Millisecond))
+	}
 	s.writeVerdict(w, snap, age, problem)
 }
 

@@ -70,6 +70,8 @@ func TestEndpointCodesFollowTheNodesRoleAndState(t *testing.T) {
 		{"a writable unfenced primary is the primary", with(primarySnap(), func(*Snapshot) {}), 200, 503, 200, "not a standby"},
 		{"a fenced primary is not the primary", with(primarySnap(), func(s *Snapshot) { s.Fenced, s.FenceReason = true, "partner promoted" }), 503, 503, 200, "fenced: partner promoted"},
 		{"a read-only primary is not the primary", with(primarySnap(), func(s *Snapshot) { s.Writable = false }), 503, 503, 200, "does not accept writes"},
+		{"a primary within its write lease is the primary", with(primarySnap(), func(s *Snapshot) { s.WritableUntil = t0.Add(time.Millisecond) }), 200, 503, 200, "not a standby"},
+		{"a primary whose write lease ended is not the primary", with(primarySnap(), func(s *Snapshot) { s.WritableUntil = t0.Add(-1500 * time.Millisecond) }), 503, 503, 200, "write lease ended 1.5s ago"},
 		{"a primary in a failing state is still the primary", with(primarySnap(), func(s *Snapshot) { s.State, s.ConsecutiveFailures = "failing", 2 }), 200, 503, 200, "not a standby"},
 		{"a streaming standby is a replica", with(standbySnap(), func(*Snapshot) {}), 503, 200, 200, "not a primary (role standby)"},
 		{"a standby that does not stream is not a replica", with(standbySnap(), func(s *Snapshot) { s.Streaming = false }), 503, 503, 200, "not a primary"},

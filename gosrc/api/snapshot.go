@@ -55,6 +55,10 @@ type Snapshot struct {
 	// recovery, default_transaction_read_only is off, and its write guard
 	// (if any) lets commits through.
 	Writable bool `json:"writable"`
+	// WritableUntil, when not zero, is when the node's write lease ends:
+	// past it the node refuses write commits unless the keeper renews the
+	// lease, so /primary answers 503 even if no newer snapshot came.
+	WritableUntil time.Time `json:"writable_until,omitzero"`
 	// Fenced is true when the keeper fenced this node: it must not receive
 	// clients even if it is writable.
 	Fenced bool `json:"fenced"`
@@ -72,7 +76,8 @@ type Snapshot struct {
 	// worker started; it only grows (pg_keeper_failovers_total).
 	Failovers int `json:"failovers"`
 	// LastFailoverAt is the time of the newest failover known to the node
-	// (its own promotion or the newest failover_log row).
+	// (its own promotion since the worker started; the CLI's status command
+	// reads failover_log for the history).
 	LastFailoverAt time.Time `json:"last_failover_at,omitzero"`
 	// ConfigError says what is wrong with the settings, if anything.
 	ConfigError string `json:"config_error,omitempty"`

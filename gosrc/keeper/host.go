@@ -177,6 +177,10 @@ type PrimaryCheck struct {
 	// keepalive_time so that this stays fresh on an idle primary.
 	WALReceiverAge time.Duration
 	WALReceiverErr error // why the WAL receiver could not be read
+	// ReplayLag is how far this standby's replay is behind what it
+	// received: 0 when it has replayed everything, otherwise the age of
+	// the last replayed transaction.
+	ReplayLag time.Duration
 }
 
 // Prober checks the partner node.  Calls never overlap; each finishes when

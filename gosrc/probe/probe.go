@@ -177,9 +177,13 @@ const partnerFacts = `select pg_is_in_recovery(),
             else ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int end`
 
 // walReceiverAge is how long ago the WAL receiver heard from the primary,
-// in seconds, or -1 when it does not stream.
+// in seconds, or -1 when it does not stream; and the replay lag in seconds:
+// 0 when everything received has been replayed, otherwise the age of the
+// last replayed transaction.
 const walReceiverAge = `select coalesce((select extract(epoch from clock_timestamp() - last_msg_receipt_time)
-                          from pg_stat_wal_receiver where status = 'streaming'), -1)::float8`
+                          from pg_stat_wal_receiver where status = 'streaming'), -1)::float8,
+       case when pg_last_wal_receive_lsn() is null or pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() then 0
+            else coalesce(extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp()), 0) end::float8`
 
 // queryPartner runs sql (partnerFacts, optionally with more columns) on
 // the partner and fills p.
@@ -204,11 +208,12 @@ func (p *Prober) queryPartner(ctx context.Context, sql string, extra ...any) (ke
 // answer: that is when it matters).
 func (p *Prober) CheckPrimary(ctx context.Context) (keeper.PrimaryCheck, error) {
 	var pc keeper.PrimaryCheck
-	var age float64
-	if err := p.local.QueryRow(ctx, walReceiverAge, &age); err != nil {
+	var age, lag float64
+	if err := p.local.QueryRow(ctx, walReceiverAge, &age, &lag); err != nil {
 		pc.WALReceiverAge, pc.WALReceiverErr = -1, fmt.Errorf("local node: %w", err)
 	} else {
 		pc.WALReceiverAge = time.Duration(age * float64(time.Second))
+		pc.ReplayLag = time.Duration(max(lag, 0) * float64(time.Second))
 	}
 	var err error
 	pc.Partner, err = p.queryPartner(ctx, partnerFacts)
