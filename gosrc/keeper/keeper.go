@@ -97,6 +97,11 @@ type Keeper struct {
 	holder      string            // the node holding the primary lease at the witness
 	hold        string            // why promotion waits ("" if it does not)
 	logged      map[string]string // last message per topic, to log each once
+
+	// What only the HTTP API shows (http.go).
+	http      httpAPI
+	replayLag time.Duration // the standby's replay lag at the last check
+	failovers int           // promotions since the worker started
 }
 
 // New prepares a keeper; Run starts it.
@@ -124,6 +129,7 @@ func (k *Keeper) Run() (code int) {
 				string(debug.Stack()), "The worker restarts; please report this as a bug.")
 			code = ExitRestart
 		}
+		k.stopHTTP()
 		k.closeConns()
 		k.wake.close()
 	}()
@@ -270,7 +276,7 @@ func (k *Keeper) check(inRecovery bool) {
 			"Check pg_keeper.witness_conninfo; the witness's role needs CREATE on its schema once, or run sql/pg_keeper_witness.sql there.")
 	}
 	if inRecovery {
-		k.walAge = pc.WALReceiverAge
+		k.walAge, k.replayLag = pc.WALReceiverAge, pc.ReplayLag
 		k.logOnce("walreceiver", errText(pc.WALReceiverErr), LevelWarning, "pg_keeper_go: cannot read the WAL receiver: ",
 			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")
 		k.observePartner(pc.Partner)
@@ -288,6 +294,7 @@ func (k *Keeper) check(inRecovery bool) {
 		}
 		err = nil
 	}
+	k.observeCheck(time.Since(start), err == nil)
 	if err != nil {
 		k.countFailure(err)
 		return
@@ -467,6 +474,7 @@ func (k *Keeper) promote() error {
 // that fails is logged; none of them undoes the promotion.
 func (k *Keeper) finishPromotion() {
 	k.promotedAt = time.Now()
+	k.failovers++
 	err := k.await(writableTimeout, func(ctx context.Context) error { return k.node.WaitWritable(ctx) })
 	if errors.Is(err, errShutdown) {
 		return
@@ -558,6 +566,7 @@ func (k *Keeper) logCommand(res CommandResult) {
 
 // reload reads the settings; invalid ones put the keeper in misconfigured.
 func (k *Keeper) reload() {
+	defer k.reloadHTTP()
 	s, warnings, err := LoadSettings(k.host.Setting)
 	for _, w := range warnings {
 		k.host.Log(LevelWarning, "pg_keeper_go: "+w, "", "")
@@ -645,13 +654,17 @@ func (k *Keeper) closeConns() {
 
 // sleepTime is how long the loop may wait before its next turn.
 func (k *Keeper) sleepTime() time.Duration {
+	d := time.Until(k.nextCheck)
 	switch {
 	case k.state == fsm.StandbyPromoting:
 		return promotePoll
 	case k.configErr != nil:
-		return idleWait
+		d = idleWait
 	}
-	return time.Until(k.nextCheck)
+	if k.http.addr != "" {
+		d = min(d, publishEvery)
+	}
+	return d
 }
 
 func (k *Keeper) publish() {
@@ -681,10 +694,12 @@ func (k *Keeper) publish() {
 			st.Role = map[bool]string{true: "standby", false: "primary"}[k.host.InRecovery()]
 		}
 	}
-	if _, tli, err := k.host.WALPosition(); err == nil {
+	lsn, tli, err := k.host.WALPosition()
+	if err == nil {
 		st.Timeline = tli
 	}
 	k.host.Publish(st)
+	k.publishHTTP(st, lsn, k.host.InRecovery())
 }
 
 // await runs fn in a goroutine under a deadline and serves the host until
