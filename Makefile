@@ -1,8 +1,11 @@
 # pg_keeper_go: the C shim (PGXS, built per PostgreSQL major), the Go core
 # library (built once, loaded by every major) and the SQL scripts.
 #
-#   make                 build pg_keeper_go.so and pg_keeper_go_core.so
-#   make install         install both, the control file and the SQL scripts
+#   make                 build pg_keeper_go.so, pg_keeper_go_core.so and the
+#                        command bin/pg_keeper_go
+#   make install         install them, the control file and the SQL scripts
+#                        (the command into PostgreSQL's bindir, or PREFIX/bin
+#                        with PREFIX=/usr/local; make install-cli: only it)
 #   make demo            the demo cluster in Docker (make demo-local: without)
 #   make test            the README's test command (make test-matrix: every major)
 #   make bench           the failover benchmark in Docker, every major
@@ -42,7 +45,8 @@ GO_SOURCES = $(shell find gosrc -name '*.go' -not -name '*_test.go') extension/p
 # Go's asynchronous preemption would unblock SIGURG, which the server uses
 # for latch wake-ups; GODEBUG cannot reach Go inside a backend (design.md).
 GO_LDFLAGS = -X=runtime.godebugDefault=asyncpreemptoff=1
-EXTRA_CLEAN = $(CORE_LIB) pg_keeper_go_core.h tests/regress/out
+CLI        = bin/pg_keeper_go
+EXTRA_CLEAN = $(CORE_LIB) pg_keeper_go_core.h tests/regress/out bin
 
 # make installcheck: pg_regress against a running server that preloads the
 # library (docker/regress.sh sets one up inside each major's image).
@@ -52,20 +56,35 @@ REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress/out
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# NO_GO=1 builds and installs the C shim and the SQL scripts only, with a
-# pg_keeper_go_core.so built elsewhere (the Docker images build it once).
+# NO_GO=1 builds the C shim only and installs it and the SQL scripts with a
+# pg_keeper_go_core.so and a bin/pg_keeper_go built elsewhere (the Docker
+# images build them once).
 ifndef NO_GO
-all: $(CORE_LIB)
+all: $(CORE_LIB) $(CLI)
 
 $(CORE_LIB): $(GO_SOURCES)
 	@test -n "$(GO)" || { echo "error: Go toolchain not found: install Go 1.26 (/usr/local/go) or set GO=/path/to/go" >&2; exit 1; }
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -trimpath -ldflags '$(GO_LDFLAGS)' -o $@ ./gosrc/core
+
+# The command-line tool is a static binary: it runs on any host, the
+# application's too.
+$(CLI): $(GO_SOURCES)
+	@test -n "$(GO)" || { echo "error: Go toolchain not found: install Go 1.26 (/usr/local/go) or set GO=/path/to/go" >&2; exit 1; }
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./gosrc/cmd/pg_keeper_go
 endif
 
-install: install-core
-.PHONY: install-core
+install: install-core install-cli
+
+# Where make install puts the command: PostgreSQL's bindir, or PREFIX/bin.
+CLI_DIR = $(if $(PREFIX),$(PREFIX)/bin,$(bindir))
+
+.PHONY: install-core install-cli
 install-core: $(CORE_LIB)
 	$(INSTALL_SHLIB) $(CORE_LIB) '$(DESTDIR)$(pkglibdir)/$(CORE_LIB)'
+
+install-cli: $(CLI)
+	$(MKDIR_P) '$(DESTDIR)$(CLI_DIR)'
+	$(INSTALL_PROGRAM) $(CLI) '$(DESTDIR)$(CLI_DIR)/pg_keeper_go'
 
 .PHONY: deps test test-unit test-integration vet bench bench-local bench-lease demo demo-stop
 
