@@ -40,6 +40,7 @@ ALTER SYSTEM RESET pg_keeper.keepalive_time;
 SHOW pg_keeper.split_brain_policy;
 ALTER SYSTEM SET pg_keeper.split_brain_policy = 'maybe';
 SHOW pg_keeper.witness_conninfo;
+SHOW pg_keeper.http_address;
 
 -- privileges: pg_monitor may read the status, others may not, and nobody
 -- but superusers (and pg_read_all_settings) sees the conninfos
