@@ -18,6 +18,7 @@
 #   KEEPALIVE_COUNT          pg_keeper.keepalive_count (default 3)
 #   AFTER_COMMAND            pg_keeper.after_command (default: a line in the log)
 #   WITNESS_HOST             the witness (pg_keeper.witness_conninfo); empty: none
+#   HTTP_ADDRESS             pg_keeper.http_address (default :8008); empty: no HTTP API
 #   EXTRA_CONF               more postgresql.conf lines
 #
 # The demo trusts the Docker networks in pg_hba.conf; a real deployment uses
@@ -48,6 +49,7 @@ pg_keeper.keepalive_time = $KEEPALIVE_TIME
 pg_keeper.keepalive_count = $KEEPALIVE_COUNT
 pg_keeper.after_command = '${AFTER_COMMAND//\'/\'\'}'
 pg_keeper.witness_conninfo = '${WITNESS_HOST:+host=$WITNESS_HOST port=5432 user=postgres dbname=postgres connect_timeout=2}'
+pg_keeper.http_address = '${HTTP_ADDRESS-:8008}'
 ${EXTRA_CONF:-}
 EOF
 }
