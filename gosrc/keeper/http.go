@@ -96,8 +96,15 @@ func (k *Keeper) reloadHTTP() {
 		k.logOnce("http_address", "", LevelWarning, "", "")
 	}
 	stale := 3*k.settings.KeepaliveTime + 2*time.Second
-	if addr == k.http.addr && (k.http.srv == nil || stale == k.http.stale) {
-		return
+	if addr == k.http.addr {
+		if k.http.srv == nil {
+			k.http.retryAt = time.Time{} // a reload retries at once
+			k.http.stale = stale
+			return
+		}
+		if stale == k.http.stale {
+			return
+		}
 	}
 	k.stopHTTP()
 	k.http.addr, k.http.stale, k.http.retryAt = addr, stale, time.Time{}

@@ -149,7 +149,7 @@ func TestHTTPAPIOfAPrimaryUnderALease(t *testing.T) {
 func TestHTTPAddressInUseIsLoggedAndTheKeeperRunsOn(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer busy.Close()
+	t.Cleanup(func() { busy.Close() })
 	r := startKeeper(t, true, map[string]string{"pg_keeper.http_address": busy.Addr().String()})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	require.Eventually(t, func() bool { return strings.Contains(r.host.logText(), "the HTTP API is not available") }, 5*time.Second, 5*time.Millisecond)
@@ -158,11 +158,19 @@ func TestHTTPAddressInUseIsLoggedAndTheKeeperRunsOn(t *testing.T) {
 	assert.Contains(t, logs, "Free the port or change pg_keeper.http_address and reload")
 	assert.Equal(t, 1, strings.Count(logs, "the HTTP API is not available"), "logged once")
 
-	// A reload onto a free port starts it; a reload to '' stops it.
+	// Once the port is free, a reload starts it at once (not after the
+	// 10 s retry); a reload onto another port moves it; '' stops it.
+	busyAddr := busy.Addr().String()
+	require.NoError(t, busy.Close())
+	r.host.signal(EventReload)
+	assert.Equal(t, busyAddr, r.httpAddr(t, 1))
+	waitCode(t, busyAddr, "/health", 200)
 	r.host.set("pg_keeper.http_address", "127.0.0.1:0")
 	r.host.signal(EventReload)
-	addr := r.httpAddr(t, 1)
+	addr := r.httpAddr(t, 2)
 	waitCode(t, addr, "/health", 200)
+	_, err = net.DialTimeout("tcp", busyAddr, time.Second)
+	assert.Error(t, err, "the old address is closed after the move")
 	r.host.set("pg_keeper.http_address", "")
 	r.host.signal(EventReload)
 	require.Eventually(t, func() bool {
