@@ -47,7 +47,7 @@ app() {
 			read_config
 			last=""
 		fi
-		now=$(PGOPTIONS='-c client_min_messages=warning' psql -X -A -t \
+		now=$(PGOPTIONS='-c client_min_messages=warning' psql -X -q -A -t \
 			"host=$host port=$port user=postgres dbname=postgres connect_timeout=1" \
 			-c "create table if not exists app_writes (at timestamptz default clock_timestamp(), by text);
 			    insert into app_writes (by) values ('demo-app') returning current_setting('cluster_name')" 2>&1 | head -n 1) || true
@@ -56,8 +56,10 @@ app() {
 			echo "$(ts) app: $now"
 			last=$now
 		fi
-		sleep "${POLL_INTERVAL:-0.5}" &
-		wait $! || true # a SIGHUP ends the wait at once
+		if ((!reload)); then
+			sleep "${POLL_INTERVAL:-0.5}" &
+			wait $! || true # a SIGHUP ends the wait at once
+		fi
 	done
 }
 
