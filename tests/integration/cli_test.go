@@ -352,22 +352,8 @@ func TestCLIWatchFollowsAPromotionWithinASecond(t *testing.T) {
 	file := cliWriteConfig(t, p.primary.Port)
 	marker := filepath.Join(t.TempDir(), "ran")
 
-	var out, errOut cliBuffer
-	cmd := exec.Command(p.bin, append(p.watchArgs(file, marker), "--log-level", "debug")...)
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("watch stderr:\n%s", errOut.String())
-		}
-	})
+	w := startWatch(t, p.bin, p.watchArgs(file, marker)...)
+	errOut := &w.stderr
 
 	pgtest.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
 		return errOut.count("the file already names the primary") == 1, "watch did not start: " + errOut.String()
@@ -427,16 +413,53 @@ func TestCLIWatchFollowsAPromotionWithinASecond(t *testing.T) {
 	assert.True(t, rep.Nodes[1].Writable)
 	assert.Equal(t, uint32(2), rep.Nodes[1].Timeline)
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	w.stop(t)
+	assert.Contains(t, errOut.String(), "msg=stopped")
+}
+
+// watchProcess is pg_keeper_go watch running in the background, logging
+// every round (--log-level debug).
+type watchProcess struct {
+	cmd            *exec.Cmd
+	stdout, stderr cliBuffer
+	exited         chan error
+	stopped        bool
+}
+
+// startWatch starts bin with args; the test's cleanup kills it if the test
+// did not stop it, and shows its log when the test failed.
+func startWatch(t *testing.T, bin string, args ...string) *watchProcess {
+	t.Helper()
+	w := &watchProcess{exited: make(chan error, 1)}
+	w.cmd = exec.Command(bin, append(args, "--log-level", "debug")...)
+	w.cmd.Stdout, w.cmd.Stderr = &w.stdout, &w.stderr
+	require.NoError(t, w.cmd.Start())
+	go func() { w.exited <- w.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !w.stopped {
+			w.cmd.Process.Kill()
+			<-w.exited
+		}
+		if t.Failed() {
+			t.Logf("watch stderr:\n%s", w.stderr.String())
+		}
+	})
+	return w
+}
+
+// stop sends SIGTERM and checks that watch exits with 0 and printed no
+// password.
+func (w *watchProcess) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case err := <-exited:
-		stopped = true
+	case err := <-w.exited:
+		w.stopped = true
 		assert.NoError(t, err, "watch exits with 0 on SIGTERM")
 	case <-time.After(10 * time.Second):
 		t.Fatal("watch did not stop on SIGTERM")
 	}
-	assert.Contains(t, errOut.String(), "msg=stopped")
-	assert.NotContains(t, out.String()+errOut.String(), cliSecret)
+	assert.NotContains(t, w.stdout.String()+w.stderr.String(), cliSecret)
 }
 
 func TestCLIBadInputGivesAClearErrorAndChangesNothing(t *testing.T) {

@@ -11,11 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -208,22 +206,8 @@ func TestKeeperFailoverSeenByTheHTTPAPIAndByWatch(t *testing.T) {
 	nodes := []string{p.primary.ConnString("postgres") + " password=" + cliSecret, p.standby.ConnString("postgres") + " password=" + cliSecret}
 	cp := &cliPair{install: p.install, primary: p.primary, standby: p.standby, bin: bin}
 
-	var errOut cliBuffer
-	cmd := exec.Command(bin, append(cp.watchArgs(file, marker, nodes...), "--log-level", "debug")...)
-	cmd.Stderr = &errOut
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("watch stderr:\n%s", errOut.String())
-		}
-	})
+	w := startWatch(t, bin, cp.watchArgs(file, marker, nodes...)...)
+	errOut := &w.stderr
 	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
 		return errOut.count("the file already names the primary") == 1, "watch did not start: " + errOut.String()
 	})
@@ -275,13 +259,5 @@ func TestKeeperFailoverSeenByTheHTTPAPIAndByWatch(t *testing.T) {
 	assert.Equal(t, cliAppConfig(p.standby.Port), cliRead(t, file))
 	assert.Equal(t, 1, errOut.count("primary changed: file rewritten"))
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		stopped = true
-		assert.NoError(t, err, "watch exits with 0 on SIGTERM")
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch did not stop on SIGTERM")
-	}
-	assert.NotContains(t, errOut.String(), cliSecret)
+	w.stop(t)
 }
