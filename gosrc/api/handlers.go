@@ -178,7 +178,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, statusBody{
-		snapshotJSON: snapshotJSON{plainSnapshot(*snap), snap.KeepaliveTime.Seconds()},
+		snapshotJSON: snap.wire(),
 		Stale:        problem != "",
 		AgeSeconds:   age.Seconds(),
 	})

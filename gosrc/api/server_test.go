@@ -182,6 +182,8 @@ func TestStatusIsTheSnapshotAsJSONWithoutPasswords(t *testing.T) {
 	snap.ConfigError = `invalid value for pg_keeper.partner_conninfo "host=db2 password=S3cretPw": invalid port`
 	snap.LastFailureReason = "cannot connect to postgresql://keeper:S3cretPw@db2/postgres"
 	snap.FenceReason = "fenced with password=S3cretPw"
+	snap.GuardReason = "leased: password=S3cretPw"
+	snap.Guard, snap.WorkerPID = "leased", 4242
 	s.Update(snap)
 	code, body, _ = get(t, s, http.MethodGet, "/status")
 	require.Equal(t, 200, code)
@@ -191,11 +193,13 @@ func TestStatusIsTheSnapshotAsJSONWithoutPasswords(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &raw))
 	for _, k := range []string{"role", "state", "partner", "consecutive_failures", "keepalive_time_seconds", "keepalive_count",
 		"timeline", "lsn", "writable", "fenced", "streaming", "replay_lag_seconds", "failovers", "last_failover_at",
-		"config_error", "updated_at", "stale", "age_seconds", "last_success"} {
+		"config_error", "updated_at", "stale", "age_seconds", "last_success", "guard", "guard_reason", "worker_pid",
+		"failover_after_seconds"} {
 		assert.Contains(t, raw, k)
 	}
 	assert.NotContains(t, raw, "promoted_at", "zero times are left out")
 	assert.Equal(t, 2.0, raw["keepalive_time_seconds"])
+	assert.Equal(t, 6.0, raw["failover_after_seconds"], "keepalive_time x keepalive_count")
 	assert.Equal(t, false, raw["stale"])
 	assert.Equal(t, 1.0, raw["age_seconds"])
 

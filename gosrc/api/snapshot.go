@@ -79,6 +79,16 @@ type Snapshot struct {
 	// (its own promotion since the worker started; the CLI's status command
 	// reads failover_log for the history).
 	LastFailoverAt time.Time `json:"last_failover_at,omitzero"`
+	// Guard is a primary's write guard, as pg_keeper_status() shows it:
+	// "pending", "open", "leased" or "fenced"; "" on a standby.
+	Guard string `json:"guard,omitempty"`
+	// GuardReason says why the guard is in that mode.
+	GuardReason string `json:"guard_reason,omitempty"`
+	// PromotionHeld says why a standby that lost its primary does not
+	// promote yet ("" when nothing holds it).
+	PromotionHeld string `json:"promotion_held,omitempty"`
+	// WorkerPID is the process ID of the keeper's background worker.
+	WorkerPID int `json:"worker_pid,omitempty"`
 	// ConfigError says what is wrong with the settings, if anything.
 	ConfigError string `json:"config_error,omitempty"`
 	// UpdatedAt is when the keeper made this snapshot.  A snapshot older
@@ -93,11 +103,19 @@ type plainSnapshot Snapshot
 type snapshotJSON struct {
 	plainSnapshot
 	KeepaliveTimeSeconds float64 `json:"keepalive_time_seconds"`
+	// FailoverAfterSeconds is keepalive_time x keepalive_count, as
+	// pg_keeper_status() shows failover_after.
+	FailoverAfterSeconds float64 `json:"failover_after_seconds"`
 }
 
 // MarshalJSON encodes the snapshot with KeepaliveTime in seconds.
 func (s Snapshot) MarshalJSON() ([]byte, error) {
-	return json.Marshal(snapshotJSON{plainSnapshot(s), s.KeepaliveTime.Seconds()})
+	return json.Marshal(s.wire())
+}
+
+// wire returns the wire form of s.
+func (s Snapshot) wire() snapshotJSON {
+	return snapshotJSON{plainSnapshot(s), s.KeepaliveTime.Seconds(), s.KeepaliveTime.Seconds() * float64(s.KeepaliveCount)}
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.
@@ -125,5 +143,7 @@ func (s Snapshot) scrubbed() Snapshot {
 	s.LastFailureReason = scrub(s.LastFailureReason)
 	s.FenceReason = scrub(s.FenceReason)
 	s.ConfigError = scrub(s.ConfigError)
+	s.GuardReason = scrub(s.GuardReason)
+	s.PromotionHeld = scrub(s.PromotionHeld)
 	return s
 }

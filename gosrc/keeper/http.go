@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,6 +199,11 @@ func (k *Keeper) publishHTTP(st Status, lsn uint64, inRecovery bool) {
 		LastFailoverAt:      k.promotedAt,
 		ConfigError:         st.ConfigError,
 		UpdatedAt:           st.UpdatedAt,
+		PromotionHeld:       st.Hold,
+		WorkerPID:           os.Getpid(),
+	}
+	if !inRecovery {
+		snap.Guard, snap.GuardReason = st.Guard, st.GuardReason
 	}
 	if snap.Fenced && snap.FenceReason == "" {
 		snap.FenceReason = k.guardReason

@@ -123,6 +123,10 @@ func TestHTTPEndpointsInEachRoleOfARealPair(t *testing.T) {
 	assert.Contains(t, st["partner"], fmt.Sprintf("port=%d", p.standby.Port))
 	assert.Equal(t, p.primary.QueryString(t, "postgres", "select timeline::text from pg_keeper_status()"), fmt.Sprint(st["timeline"]))
 	assert.Regexp(t, `^[0-9A-F]+/[0-9A-F]+$`, st["lsn"])
+	assert.Equal(t, (keepaliveTime * keepaliveCount).Seconds(), st["failover_after_seconds"])
+	assert.Equal(t, p.primary.QueryString(t, "postgres", "select worker_pid::text from pg_keeper_status()"), fmt.Sprint(st["worker_pid"]))
+	assert.Equal(t, p.primary.QueryString(t, "postgres", "select guard from pg_keeper_status()"), st["guard"])
+	assert.NotEmpty(t, st["guard_reason"])
 	assert.NotContains(t, strings.ToLower(body), "password")
 
 	// /metrics parses as Prometheus text and has the issue's metrics.
