@@ -74,9 +74,9 @@ func (s *Server) current() (snap *Snapshot, age time.Duration, problem string) {
 		return nil, 0, "the keeper has not published its state yet"
 	}
 	age = max(s.now().Sub(snap.UpdatedAt), 0)
-	if age > s.staleAfter {
+	if limit := time.Duration(s.staleAfter.Load()); age > limit {
 		return snap, age, fmt.Sprintf("the keeper's state is stale: last updated %s ago (limit %s)",
-			age.Round(time.Millisecond), s.staleAfter)
+			age.Round(time.Millisecond), limit)
 	}
 	return snap, age, ""
 }

@@ -57,7 +57,7 @@ type Option func(*Server)
 func WithStaleAfter(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
-			s.staleAfter = d
+			s.staleAfter.Store(int64(d))
 		}
 	}
 }
@@ -97,7 +97,7 @@ func withReadHeaderTimeout(d time.Duration) Option {
 // Server serves the keeper's HTTP endpoints from the last Snapshot.
 type Server struct {
 	addr       string
-	staleAfter time.Duration
+	staleAfter atomic.Int64 // a time.Duration
 	maxConns   int
 	onError    func(error)
 	now        func() time.Time
@@ -119,14 +119,14 @@ type Server struct {
 // net.Listen takes it) once started.  It serves 503 until the first Update.
 func New(addr string, opts ...Option) *Server {
 	s := &Server{
-		addr:       addr,
-		staleAfter: DefaultStaleAfter,
-		maxConns:   DefaultMaxConns,
-		onError:    func(error) {},
-		now:        time.Now,
+		addr:     addr,
+		maxConns: DefaultMaxConns,
+		onError:  func(error) {},
+		now:      time.Now,
 
 		readHeaderTimeout: readHeaderTimeout,
 	}
+	s.staleAfter.Store(int64(DefaultStaleAfter))
 	for _, o := range opts {
 		o(s)
 	}
@@ -151,6 +151,14 @@ func New(addr string, opts ...Option) *Server {
 	}
 	s.handler = s.routes()
 	return s
+}
+
+// SetStaleAfter changes the stale limit of WithStaleAfter while the server
+// runs (the keeper's keepalive_time was reloaded).  d <= 0 does nothing.
+func (s *Server) SetStaleAfter(d time.Duration) {
+	if d > 0 {
+		s.staleAfter.Store(int64(d))
+	}
 }
 
 // Update makes snap the snapshot every following request sees.  It is safe

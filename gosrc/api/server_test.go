@@ -474,9 +474,17 @@ func TestTheStaleLimitIsAnOption(t *testing.T) {
 	code, _, _ := get(t, s, http.MethodGet, "/primary")
 	assert.Equal(t, 200, code, "30 s old is fresh with a 1 min limit")
 
+	s.SetStaleAfter(10 * time.Second)
+	code, body, _ := get(t, s, http.MethodGet, "/primary")
+	assert.Equal(t, 503, code, "the limit changes while the server runs")
+	assert.Contains(t, body, "(limit 10s)")
+	s.SetStaleAfter(0)
+	code, _, _ = get(t, s, http.MethodGet, "/primary")
+	assert.Equal(t, 503, code, "a limit <= 0 is ignored")
+
 	snap.UpdatedAt = t0.Add(time.Second) // the keeper's clock is ahead
 	s.Update(snap)
-	code, body, _ := get(t, s, http.MethodGet, "/primary")
+	code, body, _ = get(t, s, http.MethodGet, "/primary")
 	assert.Equal(t, 200, code)
 	assert.Contains(t, body, `"age_seconds":0`, "never a negative age")
 }

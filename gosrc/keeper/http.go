@@ -96,19 +96,17 @@ func (k *Keeper) reloadHTTP() {
 	} else {
 		k.logOnce("http_address", "", LevelWarning, "", "")
 	}
-	stale := 3*k.settings.KeepaliveTime + 2*time.Second
+	k.http.stale = 3*k.settings.KeepaliveTime + 2*time.Second
 	if addr == k.http.addr {
 		if k.http.srv == nil {
 			k.http.retryAt = time.Time{} // a reload retries at once
-			k.http.stale = stale
-			return
+		} else {
+			k.http.srv.SetStaleAfter(k.http.stale)
 		}
-		if stale == k.http.stale {
-			return
-		}
+		return
 	}
 	k.stopHTTP()
-	k.http.addr, k.http.stale, k.http.retryAt = addr, stale, time.Time{}
+	k.http.addr, k.http.retryAt = addr, time.Time{}
 	k.logged["http"] = ""
 	k.startHTTP()
 }

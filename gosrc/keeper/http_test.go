@@ -182,6 +182,17 @@ func TestHTTPAddressInUseIsLoggedAndTheKeeperRunsOn(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond, "the HTTP API still listens after http_address = ''")
 }
 
+func TestReloadingOtherSettingsKeepsTheHTTPServer(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.http_address": "127.0.0.1:0"})
+	addr := r.httpAddr(t, 1)
+	waitCode(t, addr, "/metrics", 200)
+	r.host.set("pg_keeper.keepalive_time", "50ms")
+	r.host.signal(EventReload)
+	require.Eventually(t, func() bool { return strings.Contains(r.host.logText(), "settings reloaded") }, 5*time.Second, 5*time.Millisecond)
+	waitCode(t, addr, "/health", 200)
+	assert.Len(t, listening.FindAllString(r.host.logText(), -1), 1, "the server was not restarted")
+}
+
 func TestInvalidHTTPAddressIsReported(t *testing.T) {
 	r := startKeeper(t, true, map[string]string{"pg_keeper.http_address": "localhost"})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
