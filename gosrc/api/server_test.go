@@ -512,3 +512,23 @@ func TestUpdatesWhileServingAreSafe(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, 499, got.ConsecutiveFailures)
 }
+
+// BenchmarkHealthChecks measures what one health check costs the server
+// process, handler only (no network): go test -bench . ./gosrc/api
+func BenchmarkHealthChecks(b *testing.B) {
+	s := New("127.0.0.1:0", withClock(func() time.Time { return t0 }))
+	s.Update(primarySnap())
+	for _, path := range []string{"/primary", "/replica?max_lag=10s", "/status", "/metrics"} {
+		b.Run(path, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				s.Handler().ServeHTTP(rec, req)
+				if rec.Code >= 500 && path != "/replica?max_lag=10s" {
+					b.Fatalf("%s: %d", path, rec.Code)
+				}
+			}
+		})
+	}
+}
