@@ -176,14 +176,19 @@ const partnerFacts = `select pg_is_in_recovery(),
        case when pg_is_in_recovery() then 0
             else ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int end`
 
+// ReplayLagSQL is a standby's replay lag in seconds, as an SQL expression:
+// 0 when it has replayed everything it received, otherwise the age of the
+// last replayed transaction (NULL before the first one).  The keeper's
+// /replica and the pg_keeper_go command share this one definition.
+const ReplayLagSQL = `case when pg_last_wal_receive_lsn() is not distinct from pg_last_wal_replay_lsn() then 0
+            else extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end`
+
 // walReceiverAge is how long ago the WAL receiver heard from the primary,
-// in seconds, or -1 when it does not stream; and the replay lag in seconds:
-// 0 when everything received has been replayed, otherwise the age of the
-// last replayed transaction.
+// in seconds, or -1 when it does not stream; and the replay lag in seconds
+// (0 before the first replayed transaction).
 const walReceiverAge = `select coalesce((select extract(epoch from clock_timestamp() - last_msg_receipt_time)
                           from pg_stat_wal_receiver where status = 'streaming'), -1)::float8,
-       case when pg_last_wal_receive_lsn() is null or pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() then 0
-            else coalesce(extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp()), 0) end::float8`
+       coalesce(` + ReplayLagSQL + `, 0)`
 
 // queryPartner runs sql (partnerFacts, optionally with more columns) on
 // the partner and fills p.

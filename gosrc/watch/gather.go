@@ -49,9 +49,7 @@ const factsSQL = `select pg_is_in_recovery(),
             then coalesce((select received_tli from pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
             else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
        coalesce((select status = 'streaming' from pg_stat_wal_receiver), false),
-       case when not pg_is_in_recovery() then null
-            when pg_last_wal_receive_lsn() is not distinct from pg_last_wal_replay_lsn() then 0
-            else extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end,
+       case when pg_is_in_recovery() then ` + probe.ReplayLagSQL + ` end,
        to_regprocedure('pg_keeper_status()') is not null`
 
 // Gatherer reads the facts of a fixed set of nodes over persistent
