@@ -35,9 +35,8 @@ const (
 type httpAPI struct {
 	addr     string      // pg_keeper.http_address, "" when off
 	srv      *api.Server // nil while not listening
-	stale    time.Duration
-	retryAt  time.Time // when to try listening again after a failure
-	reported time.Time // when errors were last logged
+	retryAt  time.Time   // when to try listening again after a failure
+	reported time.Time   // when errors were last logged
 	errs     httpErrors
 }
 
@@ -96,12 +95,11 @@ func (k *Keeper) reloadHTTP() {
 	} else {
 		k.logOnce("http_address", "", LevelWarning, "", "")
 	}
-	k.http.stale = 3*k.settings.KeepaliveTime + 2*time.Second
 	if addr == k.http.addr {
 		if k.http.srv == nil {
 			k.http.retryAt = time.Time{} // a reload retries at once
 		} else {
-			k.http.srv.SetStaleAfter(k.http.stale)
+			k.http.srv.SetStaleAfter(k.staleAfter())
 		}
 		return
 	}
@@ -111,13 +109,19 @@ func (k *Keeper) reloadHTTP() {
 	k.startHTTP()
 }
 
+// staleAfter is how old a snapshot may be before the HTTP API stops
+// trusting it: three keepalive_time (checks may take that long) plus 2 s.
+func (k *Keeper) staleAfter() time.Duration {
+	return 3*k.settings.KeepaliveTime + 2*time.Second
+}
+
 // startHTTP tries to listen, unless the API is off, running, or failed
 // too recently; a failure is logged once per distinct error.
 func (k *Keeper) startHTTP() {
 	if k.http.addr == "" || k.http.srv != nil || time.Now().Before(k.http.retryAt) {
 		return
 	}
-	srv := api.New(k.http.addr, api.WithStaleAfter(k.http.stale), api.WithErrorHandler(k.http.errs.add))
+	srv := api.New(k.http.addr, api.WithStaleAfter(k.staleAfter()), api.WithErrorHandler(k.http.errs.add))
 	if err := srv.Start(); err != nil {
 		k.http.retryAt = time.Now().Add(httpRetry)
 		k.logOnce("http", err.Error(), LevelWarning, "pg_keeper_go: the HTTP API is not available: ",
