@@ -33,17 +33,20 @@ endif
 
 EXTENSION  = pg_keeper_go
 MODULE_big = pg_keeper_go
-OBJS       = extension/pg_keeper_go.o
-DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql sql/pg_keeper_go--1.0--1.1.sql sql/pg_state.sql
+OBJS       = extension/init.o extension/guard.o extension/host.o extension/worker.o extension/sql.o
+DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql sql/pg_keeper_go--1.0--1.1.sql sql/pg_state.sql \
+             sql/pg_keeper_witness.sql
 PGFILEDESC = "pg_keeper_go - automatic failover for a primary/standby pair"
 PG_CPPFLAGS = -I$(srcdir)/extension -DPGK_VERSION='"1.1"'
 PG_CFLAGS  = -Wall -Werror
 SHLIB_LINK = -ldl
 
 CORE_LIB   = pg_keeper_go_core.so
-GO_SOURCES = $(shell find gosrc -name '*.go' -not -name '*_test.go') extension/pg_keeper_go_host.h go.mod go.sum
+GO_SOURCES = $(shell find gosrc sql -name '*.go' -not -name '*_test.go') sql/pg_keeper_witness.sql \
+             extension/pg_keeper_go_host.h go.mod go.sum
 # Go's asynchronous preemption would unblock SIGURG, which the server uses
-# for latch wake-ups; GODEBUG cannot reach Go inside a backend (design.md).
+# for latch wake-ups; GODEBUG cannot reach Go inside a backend
+# (docs/design.md, "The C/Go boundary").
 GO_LDFLAGS = -X=runtime.godebugDefault=asyncpreemptoff=1
 CLI        = bin/pg_keeper_go
 EXTRA_CLEAN = $(CORE_LIB) pg_keeper_go_core.h tests/regress/out bin
@@ -55,6 +58,12 @@ REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress/out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+# PGXS does not track headers: every object depends on all three.
+$(OBJS): extension/pg_keeper_go.h extension/pg_keeper_go_host.h extension/compat.h
+# "make clean" removes pg_regress's output (tests/regress/out, above), not
+# results/: PGXS would delete that folder, which holds the committed
+# benchmark and scenario results.
+pg_regress_clean_files = regression.diffs regression.out tmp_check/ tmp_check_iso/ log/ output_iso/
 
 # NO_GO=1 builds the C shim only and installs it and the SQL scripts with a
 # pg_keeper_go_core.so and a bin/pg_keeper_go built elsewhere (the Docker

@@ -9,7 +9,7 @@
  * PgKeeperHost and calls pg_keeper_go_run() with it; Go calls back through
  * the function pointers.
  *
- * Rules (shared/design.md, section 3):
+ * Rules (the rules at the C/Go boundary in docs/design.md):
  *	- Only the goroutine that C called into (pg_keeper_go_run) may call these
  *	  callbacks.  cgo keeps it on the worker's main thread.
  *	- No callback ever lets a PostgreSQL error unwind into Go: each body runs
@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /* Bumped whenever PgKeeperHost or PgKeeperStatus change shape. */
-#define PGK_HOST_ABI_VERSION 2
+#define PGK_HOST_ABI_VERSION 3
 
 /* Name of the exported Go entry point, looked up with dlsym(). */
 #define PGK_ENTRY_SYMBOL "pg_keeper_go_run"
@@ -88,6 +88,7 @@ typedef struct PgKeeperStatus
 	int32_t		consecutive_failures;	/* failed partner checks in a row */
 	int32_t		keepalive_time_ms;	/* effective check interval */
 	int32_t		keepalive_count;	/* effective failure threshold */
+	int32_t		failover_after_ms; /* keepalive_time x keepalive_count, computed by the keeper */
 	int32_t		timeline;		/* local timeline, 0 if unknown */
 	int64_t		last_success_us;	/* last good partner check */
 	int64_t		last_failure_us;	/* last failed partner check */

@@ -1,0 +1,59 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_keeper_go.h
+ *		Internal header of the C shim: the shared state and what the shim's
+ *		files share with one another.
+ *
+ * This is not the boundary with the Go keeper: that is pg_keeper_go_host.h,
+ * which includes no PostgreSQL header and is all Go sees.  This header is
+ * for the C files only (init.c, guard.c, host.c, worker.c, sql.c) and is
+ * included after postgres.h.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_KEEPER_GO_H
+#define PG_KEEPER_GO_H
+
+#include "port/atomics.h"
+#include "storage/spin.h"
+
+#include "pg_keeper_go_host.h"
+
+/*
+ * Shared state: the worker's pid, its last published snapshot, the write
+ * guard and the leases this node grants as a standby.
+ *
+ * commit_until is read without the lock by every committing backend: it is
+ * the CLOCK_BOOTTIME deadline (ns) before which a write may commit, 0 for
+ * never and PG_UINT64_MAX for always.  The keeper keeps it consistent with
+ * guard_mode, which only says why.
+ */
+typedef struct PgKeeperShared
+{
+	slock_t		mutex;
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	bool		has_status;		/* status has been published once */
+	PgKeeperStatus status;
+
+	pg_atomic_uint64 commit_until;
+	int			guard_mode;		/* PGK_GUARD_* */
+	char		guard_reason[PGK_TEXT_LEN];
+	bool		grants_closed;	/* a promotion has begun: grant nothing */
+	int64		last_grant_ns;	/* CLOCK_BOOTTIME of the last grant, or 0 */
+} PgKeeperShared;
+
+/* init.c: NULL until the shared memory exists (only with preloading). */
+extern PgKeeperShared *pgk_shared;
+
+/* guard.c: the write guard, in every backend. */
+extern int64 pgk_boottime_ns(void);
+extern int	pgk_read_guard(char *reason, size_t len);
+extern int	pgk_guard_set_mode(int mode, int64 lease_until_ns,
+							   const char *reason);
+extern void pgk_guard_install(void);
+
+/* host.c: the callbacks offered to Go. */
+extern int	pgk_publish(const PgKeeperStatus *status);
+extern void pgk_host_init(PgKeeperHost *host);
+
+#endif							/* PG_KEEPER_GO_H */

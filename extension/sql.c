@@ -1,0 +1,208 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql.c
+ *		The SQL-callable functions: pg_keeper_status(), pg_keeper_grant_lease()
+ *		and pg_keeper_heartbeat().
+ *
+ * They work on the shared memory (pg_keeper_go.h), which exists only when
+ * the library is preloaded: each one first checks that it does.  They never
+ * call into Go; besides the shared memory, only pg_keeper_heartbeat() writes
+ * anything (a WAL message).  pg_keeper_status() returns the snapshot the
+ * keeper last published, with what only C knows added (the worker's pid,
+ * whether it runs, the write guard and the time left on its lease); figures
+ * derived from the settings, such as failover_after, come from the keeper
+ * and are not computed again here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xlog.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "replication/message.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "pg_keeper_go.h"
+
+PG_FUNCTION_INFO_V1(pg_keeper_status);
+PG_FUNCTION_INFO_V1(pg_keeper_grant_lease);
+PG_FUNCTION_INFO_V1(pg_keeper_heartbeat);
+
+static const char *const pgk_guard_names[] = {"pending", "open", "leased", "fenced"};
+
+/* SQL functions need the shared memory that only preloading creates. */
+static void
+pgk_require_shared(void)
+{
+	if (pgk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * pg_keeper_grant_lease(): called by the primary's keeper on its standby.
+ * A standby grants as long as it is in recovery and no promotion has
+ * begun; its keeper then promotes only after the last grant has expired.
+ */
+Datum
+pg_keeper_grant_lease(PG_FUNCTION_ARGS)
+{
+	bool		granted = false;
+
+	pgk_require_shared();
+	if (!RecoveryInProgress())
+		PG_RETURN_BOOL(false);
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	if (!pgk_shared->grants_closed)
+	{
+		pgk_shared->last_grant_ns = pgk_boottime_ns();
+		granted = true;
+	}
+	SpinLockRelease(&pgk_shared->mutex);
+	PG_RETURN_BOOL(granted);
+}
+
+/*
+ * pg_keeper_heartbeat(): called by the primary's keeper every
+ * keepalive_time.  Writes and flushes a tiny WAL message (no transaction),
+ * so that the standby's WAL receiver hears from a live primary even when
+ * it is idle: the standby's second signal.  A fenced node or a standby
+ * writes nothing and returns NULL.
+ */
+Datum
+pg_keeper_heartbeat(PG_FUNCTION_ARGS)
+{
+	pgk_require_shared();
+	if (RecoveryInProgress() || pgk_read_guard(NULL, 0) == PGK_GUARD_FENCED)
+		PG_RETURN_NULL();
+	PG_RETURN_LSN(pgk_log_flushed_message("pg_keeper_go", "", 0));
+}
+
+/* ---------------------------------------------------------------------
+ * pg_keeper_status()
+ * ---------------------------------------------------------------------
+ */
+static Datum
+pgk_timestamp(int64_t unix_us, bool *isnull)
+{
+	*isnull = (unix_us == 0);
+	if (*isnull)
+		return (Datum) 0;
+	return TimestampTzGetDatum((TimestampTz) unix_us -
+							   ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+								SECS_PER_DAY * USECS_PER_SEC));
+}
+
+static Datum
+pgk_interval_ms(int64 ms)
+{
+	Interval   *iv = (Interval *) palloc0(sizeof(Interval));
+
+	iv->time = ms * 1000;
+	return IntervalPGetDatum(iv);
+}
+
+static Datum
+pgk_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s[0] == '\0');
+	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
+}
+
+Datum
+pg_keeper_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	PgKeeperStatus st;
+	pid_t		pid;
+	bool		has_status;
+	Datum		values[18];
+	bool		nulls[18];
+	char		guard_reason[PGK_TEXT_LEN];
+	int			guard_mode;
+	uint64		commit_until;
+	int64		now_ns;
+	int			i = 0;
+
+	pgk_require_shared();
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts != lengthof(values))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("function pg_keeper_status() does not match the loaded library"),
+				 errhint("Run ALTER EXTENSION pg_keeper_go UPDATE.")));
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	st = pgk_shared->status;
+	pid = pgk_shared->worker_pid;
+	has_status = pgk_shared->has_status;
+	guard_mode = pgk_shared->guard_mode;
+	strlcpy(guard_reason, pgk_shared->guard_reason, sizeof(guard_reason));
+	commit_until = pg_atomic_read_u64(&pgk_shared->commit_until);
+	SpinLockRelease(&pgk_shared->mutex);
+	now_ns = pgk_boottime_ns();
+
+	memset(nulls, 0, sizeof(nulls));
+	if (!has_status)
+	{
+		memset(&st, 0, sizeof(st));
+		strlcpy(st.role, RecoveryInProgress() ? "standby" : "primary", sizeof(st.role));
+		strlcpy(st.state, pid ? "starting" : "not running", sizeof(st.state));
+	}
+	else if (pid == 0 && strcmp(st.state, "misconfigured") != 0)
+		strlcpy(st.state, "not running", sizeof(st.state));
+
+	values[i] = CStringGetTextDatum(st.role), i++;
+	values[i] = CStringGetTextDatum(st.state), i++;
+	values[i] = pgk_text_or_null(st.partner, &nulls[i]), i++;
+	values[i] = Int32GetDatum(st.consecutive_failures), i++;
+	values[i] = pgk_timestamp(st.last_success_us, &nulls[i]), i++;
+	values[i] = pgk_timestamp(st.last_failure_us, &nulls[i]), i++;
+	values[i] = pgk_text_or_null(st.last_failure, &nulls[i]), i++;
+	values[i] = pgk_timestamp(st.promoted_at_us, &nulls[i]), i++;
+	nulls[i] = (pid == 0);
+	values[i] = Int32GetDatum((int32) pid), i++;
+	nulls[i] = (st.timeline == 0);
+	values[i] = Int32GetDatum(st.timeline), i++;
+	nulls[i] = (st.keepalive_time_ms == 0);
+	values[i] = pgk_interval_ms(st.keepalive_time_ms), i++;
+	nulls[i] = (st.keepalive_count == 0);
+	values[i] = Int32GetDatum(st.keepalive_count), i++;
+	/* failover_after: keepalive_time x keepalive_count, from the keeper. */
+	nulls[i] = (st.failover_after_ms == 0);
+	values[i] = pgk_interval_ms(st.failover_after_ms), i++;
+	values[i] = pgk_text_or_null(st.config_error, &nulls[i]), i++;
+	values[i] = pgk_timestamp(st.updated_at_us, &nulls[i]), i++;
+	/* The guard only acts on a primary: NULL on a standby. */
+	if (RecoveryInProgress())
+	{
+		nulls[i++] = true;
+		nulls[i++] = true;
+		nulls[i++] = true;
+	}
+	else
+	{
+		values[i] = CStringGetTextDatum(pgk_guard_names[guard_mode]), i++;
+		values[i] = pgk_text_or_null(guard_reason, &nulls[i]), i++;
+		nulls[i] = (guard_mode != PGK_GUARD_LEASED);
+		values[i] = pgk_interval_ms(commit_until > (uint64) now_ns ?
+									(int64) (commit_until - now_ns) / 1000000 : 0), i++;
+	}
+	Assert(i == lengthof(values));
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -1,0 +1,175 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		The background worker: it loads the Go keeper, pg_keeper_go_core.so,
+ *		and runs it on its main thread until shutdown.
+ *
+ * Every decision and all networking live in the Go keeper, which only this
+ * worker opens, with dlopen(), after the fork (a Go runtime started in the
+ * postmaster would be dead in every child).  The worker hands Go the table
+ * of callbacks of host.c (pg_keeper_go_host.h) and runs it on its main
+ * thread.
+ *
+ * Constraints (the rules at the C/Go boundary in docs/design.md): the
+ * worker's signal handlers are installed and the Go library is loaded while
+ * signals are still blocked, so Go's threads keep them blocked and
+ * PostgreSQL's handlers only run on this thread.
+ *
+ * Exit codes: 0 (not restarted) on a requested shutdown, when another
+ * keeper already runs, and when the library cannot be loaded (restarting
+ * would not cure it); 1 (restarted after PGK_RESTART_SECONDS, init.c) when
+ * Go returns an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <signal.h>
+#include <time.h>
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "storage/spin.h"
+
+#include "pg_keeper_go.h"
+
+#define PGK_CORE_LIBRARY "pg_keeper_go_core.so"
+
+PGDLLEXPORT void pg_keeper_go_main(Datum main_arg);
+
+/*
+ * Check, once the Go runtime has started its threads, that none of them
+ * will run PostgreSQL's signal handlers: each must block the signals
+ * PostgreSQL handles, SIGURG included (the rules at the C/Go boundary in
+ * docs/design.md, rules 3 and 4).
+ */
+static void
+pgk_check_thread_signal_masks(void)
+{
+	/* SIGQUIT is left out: Go unblocks it, and its handler only _exit()s. */
+	const int	must_block[] = {SIGURG, SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGUSR2};
+	uint64		required = 0;
+	DIR		   *dir;
+	struct dirent *de;
+
+	for (int i = 0; i < lengthof(must_block); i++)
+		required |= UINT64CONST(1) << (must_block[i] - 1);
+
+	dir = AllocateDir("/proc/self/task");
+	while ((de = ReadDir(dir, "/proc/self/task")) != NULL)
+	{
+		char		path[MAXPGPATH];
+		char		line[256];
+		FILE	   *f;
+		int			tid = atoi(de->d_name);
+
+		if (tid <= 0 || tid == MyProcPid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+		if ((f = AllocateFile(path, "r")) == NULL)
+			continue;
+		while (fgets(line, sizeof(line), f))
+		{
+			uint64		blocked;
+
+			if (strncmp(line, "SigBlk:", 7) != 0)
+				continue;
+			blocked = strtoull(line + 7, NULL, 16);
+			if ((blocked & required) != required)
+				ereport(WARNING,
+						(errmsg("pg_keeper_go: thread %d of the keeper does not block the server's signals", tid),
+						 errdetail("Blocked signal mask is %llx; required bits are %llx.",
+								   (unsigned long long) blocked,
+								   (unsigned long long) required),
+						 errhint("Build pg_keeper_go_core.so with the project's Makefile, which turns off Go's asynchronous preemption.")));
+			break;
+		}
+		FreeFile(f);
+	}
+	FreeDir(dir);
+}
+
+static void
+pgk_worker_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&pgk_shared->mutex);
+	if (pgk_shared->worker_pid == MyProcPid)
+		pgk_shared->worker_pid = 0;
+	SpinLockRelease(&pgk_shared->mutex);
+}
+
+/* Publish a "misconfigured" status from C, for failures before Go runs. */
+static void
+pgk_publish_c_error(const char *msg)
+{
+	PgKeeperStatus st;
+
+	memset(&st, 0, sizeof(st));
+	strlcpy(st.role, RecoveryInProgress() ? "standby" : "primary", sizeof(st.role));
+	strlcpy(st.state, "misconfigured", sizeof(st.state));
+	strlcpy(st.config_error, msg, sizeof(st.config_error));
+	st.updated_at_us = (int64_t) time(NULL) * 1000000;
+	pgk_publish(&st);
+}
+
+void
+pg_keeper_go_main(Datum main_arg)
+{
+	char		path[MAXPGPATH];
+	void	   *handle;
+	PgKeeperRunFunc run;
+	PgKeeperHost host;
+	pid_t		other;
+	int			rc;
+
+	/* Signals are blocked here; install our handlers before Go loads. */
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	other = pgk_shared->worker_pid;
+	if (other == 0 || kill(other, 0) != 0)
+		pgk_shared->worker_pid = MyProcPid;
+	SpinLockRelease(&pgk_shared->mutex);
+	if (pgk_shared->worker_pid != MyProcPid)
+	{
+		ereport(LOG,
+				(errmsg("pg_keeper_go: another keeper is already running with PID %d", (int) other)));
+		proc_exit(0);
+	}
+	before_shmem_exit(pgk_worker_exit, (Datum) 0);
+
+	snprintf(path, sizeof(path), "%s/%s", pkglib_path, PGK_CORE_LIBRARY);
+	handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	run = handle ? (PgKeeperRunFunc) dlsym(handle, PGK_ENTRY_SYMBOL) : NULL;
+	if (run == NULL)
+	{
+		char		msg[PGK_TEXT_LEN];
+
+		snprintf(msg, sizeof(msg), "could not load \"%s\": %s", path, dlerror());
+		pgk_publish_c_error(msg);
+		/* Without a keeper nothing guards writes: say so, do not block them. */
+		pgk_guard_set_mode(PGK_GUARD_OPEN, 0, "the keeper is not running");
+		ereport(WARNING,
+				(errmsg("pg_keeper_go: %s", msg),
+				 errhint("Install the Go core library with \"make install\"; the keeper stays off until the server is restarted.")));
+		/* Exit code 0: a missing library is not cured by restarting. */
+		proc_exit(0);
+	}
+
+	pgk_check_thread_signal_masks();
+	BackgroundWorkerUnblockSignals();
+
+	pgk_host_init(&host);
+
+	rc = run(&host);
+
+	/* The library is never dlclose()d: Go runtimes cannot be unloaded. */
+	proc_exit(rc == PGK_EXIT_SHUTDOWN ? 0 : 1);
+}
