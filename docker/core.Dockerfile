@@ -8,8 +8,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY gosrc gosrc
+COPY sql sql
 COPY extension/pg_keeper_go_host.h extension/
-# Asynchronous preemption off: see the Makefile and design.md, rule 4.
+# Asynchronous preemption off: see the Makefile and docs/design.md, "The C/Go boundary".
 RUN CGO_ENABLED=1 go build -buildmode=c-shared -trimpath \
       -ldflags '-X=runtime.godebugDefault=asyncpreemptoff=1' \
       -o /out/pg_keeper_go_core.so ./gosrc/core \

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 // routes builds the server's handler: the endpoints behind a guard that
@@ -68,7 +70,7 @@ type verdict struct {
 
 // current returns the snapshot, its age, and a reason not to trust it: no
 // snapshot yet, or one older than the stale limit.
-func (s *Server) current() (snap *Snapshot, age time.Duration, problem string) {
+func (s *Server) current() (snap *status.Snapshot, age time.Duration, problem string) {
 	snap = s.snap.Load()
 	if snap == nil {
 		return nil, 0, "the keeper has not published its state yet"
@@ -83,9 +85,9 @@ func (s *Server) current() (snap *Snapshot, age time.Duration, problem string) {
 
 // PrimaryProblem returns why a node with this snapshot must not receive
 // writes, or "" when it is a writable, unfenced primary.
-func PrimaryProblem(snap Snapshot) string {
+func PrimaryProblem(snap status.Snapshot) string {
 	switch {
-	case snap.Role != RolePrimary:
+	case snap.Role != status.RolePrimary:
 		return fmt.Sprintf("the node is not a primary (role %s)", orUnknown(snap.Role))
 	case !snap.Writable:
 		return "the node does not accept writes (in recovery or default_transaction_read_only is on)"
@@ -98,9 +100,9 @@ func PrimaryProblem(snap Snapshot) string {
 // ReplicaProblem returns why a node with this snapshot must not receive
 // reads meant for a standby, or "" when it is an unfenced standby that
 // streams with a replay lag of at most maxLag (maxLag < 0: any lag).
-func ReplicaProblem(snap Snapshot, maxLag time.Duration) string {
+func ReplicaProblem(snap status.Snapshot, maxLag time.Duration) string {
 	switch {
-	case snap.Role != RoleStandby:
+	case snap.Role != status.RoleStandby:
 		return fmt.Sprintf("the node is not a standby (role %s)", orUnknown(snap.Role))
 	case snap.Fenced:
 		return "the node is fenced: " + orUnknown(snap.FenceReason)
@@ -164,7 +166,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 
 // statusBody is the body of /status: the snapshot and its freshness.
 type statusBody struct {
-	snapshotJSON
+	status.Wire
 	Stale      bool    `json:"stale"`
 	AgeSeconds float64 `json:"age_seconds"`
 }
@@ -178,13 +180,13 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, statusBody{
-		snapshotJSON: snap.wire(),
-		Stale:        problem != "",
-		AgeSeconds:   age.Seconds(),
+		Wire:       snap.Wire(),
+		Stale:      problem != "",
+		AgeSeconds: age.Seconds(),
 	})
 }
 
-func (s *Server) writeVerdict(w http.ResponseWriter, snap *Snapshot, age time.Duration, problem string) {
+func (s *Server) writeVerdict(w http.ResponseWriter, snap *status.Snapshot, age time.Duration, problem string) {
 	v := verdict{Status: "ok", Reason: problem, AgeSeconds: age.Seconds()}
 	if snap != nil {
 		v.Role, v.State = snap.Role, snap.State

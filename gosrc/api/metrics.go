@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 // The metrics made from the snapshot at each scrape.  All names start with
@@ -44,7 +45,7 @@ var (
 // roles and states are the label values always exported, so that a series
 // exists (at 0) for every role and state, not only the current one.
 var (
-	roles  = []string{RolePrimary, RoleStandby, RoleUnknown}
+	roles  = []string{status.RolePrimary, status.RoleStandby, status.RoleUnknown}
 	states = shortStates()
 )
 
@@ -85,8 +86,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descAge, age.Seconds())
 	role := snap.Role
-	if role != RolePrimary && role != RoleStandby {
-		role = RoleUnknown
+	if role != status.RolePrimary && role != status.RoleStandby {
+		role = status.RoleUnknown
 	}
 	for _, r := range roles {
 		gauge(descRole, b2f(r == role), r)
@@ -106,7 +107,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descFenced, b2f(snap.Fenced))
 	gauge(descWritable, b2f(snap.Writable))
 	gauge(descStreaming, b2f(snap.Streaming))
-	if snap.Role == RoleStandby {
+	if snap.Role == status.RoleStandby {
 		gauge(descLag, snap.ReplayLagSeconds)
 	}
 	gauge(descTimeline, float64(snap.Timeline))

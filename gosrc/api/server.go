@@ -4,9 +4,9 @@
 // metrics (/metrics).
 //
 // The server runs inside a PostgreSQL background worker, so it follows the
-// worker's rules (design.md, section 3): its goroutines never call
+// worker's rules (docs/design.md, "The C/Go boundary"): its goroutines never call
 // PostgreSQL functions, never panic out (every goroutine and handler
-// recovers), and never log by themselves.  They only read the last Snapshot
+// recovers), and never log by themselves.  They only read the last status.Snapshot
 // the keeper handed to Update; errors are passed to the function given with
 // WithErrorHandler, which must not call PostgreSQL either.  Hostile clients
 // are bounded by the server's timeouts, header size limit and connection
@@ -28,6 +28,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 // Defaults of the options.
@@ -94,7 +96,7 @@ func withReadHeaderTimeout(d time.Duration) Option {
 	return func(s *Server) { s.readHeaderTimeout = d }
 }
 
-// Server serves the keeper's HTTP endpoints from the last Snapshot.
+// Server serves the keeper's HTTP endpoints from the last status.Snapshot.
 type Server struct {
 	addr       string
 	staleAfter atomic.Int64 // a time.Duration
@@ -104,7 +106,7 @@ type Server struct {
 
 	readHeaderTimeout time.Duration
 
-	snap     atomic.Pointer[Snapshot]
+	snap     atomic.Pointer[status.Snapshot]
 	registry *prometheus.Registry
 	checks   *prometheus.HistogramVec
 	handler  http.Handler
@@ -163,17 +165,17 @@ func (s *Server) SetStaleAfter(d time.Duration) {
 
 // Update makes snap the snapshot every following request sees.  It is safe
 // to call from any goroutine and never blocks on a request.
-func (s *Server) Update(snap Snapshot) {
-	c := snap.scrubbed()
+func (s *Server) Update(snap status.Snapshot) {
+	c := snap.Scrubbed()
 	s.snap.Store(&c)
 }
 
-// Snapshot returns the last snapshot given to Update and false if there was
+// status.Snapshot returns the last snapshot given to Update and false if there was
 // none.
-func (s *Server) Snapshot() (Snapshot, bool) {
+func (s *Server) Snapshot() (status.Snapshot, bool) {
 	p := s.snap.Load()
 	if p == nil {
-		return Snapshot{}, false
+		return status.Snapshot{}, false
 	}
 	return *p, true
 }

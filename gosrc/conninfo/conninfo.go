@@ -36,6 +36,22 @@ func RedactError(err error) string {
 	return apply(msg, textSpans(msg, true))
 }
 
+// ErrorLine returns RedactError(err) on one line: pgx puts each connection
+// attempt (TLS, then plain with sslmode=prefer; each address of a host) on
+// its own line, ending the first with a colon.  Lines are joined with ": ",
+// a line equal to the one before is dropped.  It returns "" for a nil
+// error.
+func ErrorLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(RedactError(err), "\n") {
+		l = strings.TrimSuffix(strings.TrimSpace(l), ":")
+		if l != "" && (len(parts) == 0 || parts[len(parts)-1] != l) {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, ": ")
+}
+
 // Parse validates a connection string with pgconn.ParseConfig and returns the
 // config. The error text never contains a password; the pgconn error is
 // deliberately not wrapped because it carries the raw connection string.

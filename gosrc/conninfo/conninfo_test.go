@@ -170,3 +170,14 @@ func TestParseErrorGivesTheReasonOnce(t *testing.T) {
 	assert.Equal(t, "host=a port=notaport password=********", pe.Conninfo)
 	assert.Equal(t, `invalid connection string "host=a port=notaport password=********": invalid port`, err.Error())
 }
+func TestErrorLineIsOneLineWithoutPasswords(t *testing.T) {
+	err := errors.New("failed to connect to `user=x database=y`:\n\t127.0.0.1:1 (127.0.0.1): dial error: refused\n\t127.0.0.1:1 (127.0.0.1): dial error: refused\nin postgresql://x:S3cret@h/db")
+	got := ErrorLine(err)
+	assert.Equal(t, "failed to connect to `user=x database=y`: 127.0.0.1:1 (127.0.0.1): dial error: refused: in postgresql://x:********@h/db", got)
+}
+
+func TestErrorLineFoldsTheKeepersMultiLineErrors(t *testing.T) {
+	err := errors.New("failed to connect to `user=postgres`:\n\t127.0.0.1:5432 (127.0.0.1): dial error: refused\n\t127.0.0.1:5432 (127.0.0.1): dial error: refused")
+	assert.Equal(t, "failed to connect to `user=postgres`: 127.0.0.1:5432 (127.0.0.1): dial error: refused", ErrorLine(err))
+	assert.Empty(t, ErrorLine(nil))
+}

@@ -4,7 +4,8 @@
 // callbacks (extension/pg_keeper_go_host.h).
 //
 // Go reaches the C callbacks only through the static inline trampolines
-// below, and only from the goroutine C called into (design.md, section 3).
+// below, and only from the goroutine C called into (docs/design.md, "The
+// C/Go boundary").
 // Memory: every buffer passed to C is Go memory that C copies from or
 // writes into before the call returns; C never keeps a pointer to it.
 package main
@@ -49,9 +50,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/keeper"
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/node"
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 func init() {
@@ -59,15 +60,41 @@ func init() {
 	signal.Ignore(syscall.SIGPIPE)
 }
 
+// The constants of package host mirror those of pg_keeper_go_host.h.  Each
+// line below fails to compile when a pair differs: indexing a one-element
+// array with a constant other than 0 is a compile-time error.
+var _ = [...]struct{}{
+	[1]struct{}{}[int(host.LevelDebug)-C.PGK_LOG_DEBUG],
+	[1]struct{}{}[int(host.LevelInfo)-C.PGK_LOG_INFO],
+	[1]struct{}{}[int(host.LevelWarning)-C.PGK_LOG_WARNING],
+	[1]struct{}{}[int(host.EventTimeout)-C.PGK_EV_TIMEOUT],
+	[1]struct{}{}[int(host.EventLatch)-C.PGK_EV_LATCH],
+	[1]struct{}{}[int(host.EventWake)-C.PGK_EV_SOCKET],
+	[1]struct{}{}[int(host.EventReload)-C.PGK_EV_RELOAD],
+	[1]struct{}{}[int(host.EventShutdown)-C.PGK_EV_SHUTDOWN],
+	[1]struct{}{}[int(host.EventError)-C.PGK_EV_ERROR],
+	[1]struct{}{}[host.ExitShutdown-C.PGK_EXIT_SHUTDOWN],
+	[1]struct{}{}[host.ExitRestart-C.PGK_EXIT_RESTART],
+	[1]struct{}{}[int(host.GuardPending)-C.PGK_GUARD_PENDING],
+	[1]struct{}{}[int(host.GuardOpen)-C.PGK_GUARD_OPEN],
+	[1]struct{}{}[int(host.GuardLeased)-C.PGK_GUARD_LEASED],
+	[1]struct{}{}[int(host.GuardFenced)-C.PGK_GUARD_FENCED],
+	[1]struct{}{}[int(host.GrantsRead)-C.PGK_GRANTS_READ],
+	[1]struct{}{}[int(host.GrantsClose)-C.PGK_GRANTS_CLOSE],
+	[1]struct{}{}[int(host.GrantsOpen)-C.PGK_GRANTS_OPEN],
+}
+
 func main() {}
 
-// host adapts the C callback table to keeper.Host.
-type host struct{ h *C.PgKeeperHost }
+// cHost adapts the C callback table to host.Host.
+type cHost struct{ h *C.PgKeeperHost }
+
+var _ host.Host = cHost{}
 
 // cString is a NUL-terminated copy of s in C memory; the caller frees it.
 func cString(s string) *C.char { return C.CString(s) }
 
-func (h host) Log(level keeper.Level, msg, detail, hint string) {
+func (h cHost) Log(level host.Level, msg, detail, hint string) {
 	cmsg := cString(msg)
 	defer C.free(unsafe.Pointer(cmsg))
 	var cdetail, chint *C.char
@@ -82,12 +109,12 @@ func (h host) Log(level keeper.Level, msg, detail, hint string) {
 	C.pgk_log(h.h, C.int(level), cmsg, cdetail, chint)
 }
 
-func (h host) Wait(fd int, timeout time.Duration) keeper.Event {
+func (h cHost) Wait(fd int, timeout time.Duration) host.Event {
 	ms := timeout.Milliseconds()
 	if timeout > 0 && ms == 0 {
 		ms = 1
 	}
-	return keeper.Event(C.pgk_wait(h.h, C.int(fd), C.int64_t(max(ms, 0))))
+	return host.Event(C.pgk_wait(h.h, C.int(fd), C.int64_t(max(ms, 0))))
 }
 
 // readInto calls fill with a Go buffer and returns what C wrote into it.
@@ -99,7 +126,7 @@ func readInto(fill func(buf *C.char, n C.size_t) C.int) (string, bool) {
 	return C.GoString((*C.char)(unsafe.Pointer(&buf[0]))), true
 }
 
-func (h host) Setting(name string) (string, bool, bool) {
+func (h cHost) Setting(name string) (string, bool, bool) {
 	cname := cString(name)
 	defer C.free(unsafe.Pointer(cname))
 	var isSet C.int
@@ -107,7 +134,7 @@ func (h host) Setting(name string) (string, bool, bool) {
 	return v, isSet != 0, ok
 }
 
-func (h host) Env(name string) (string, bool) {
+func (h cHost) Env(name string) (string, bool) {
 	cname := cString(name)
 	defer C.free(unsafe.Pointer(cname))
 	return readInto(func(buf *C.char, n C.size_t) C.int { return C.pgk_get_env(h.h, cname, buf, n) })
@@ -127,7 +154,7 @@ func unixMicros(t time.Time) C.int64_t {
 	return C.int64_t(t.UnixMicro())
 }
 
-func (h host) Publish(s keeper.Status) {
+func (h cHost) Publish(s status.Snapshot) {
 	var st C.PgKeeperStatus
 	setText(&st.role, s.Role)
 	setText(&st.state, s.State)
@@ -137,6 +164,7 @@ func (h host) Publish(s keeper.Status) {
 	st.consecutive_failures = C.int32_t(s.ConsecutiveFailures)
 	st.keepalive_time_ms = C.int32_t(s.KeepaliveTime.Milliseconds())
 	st.keepalive_count = C.int32_t(s.KeepaliveCount)
+	st.failover_after_ms = C.int32_t(s.FailoverAfter.Milliseconds())
 	st.timeline = C.int32_t(s.Timeline)
 	st.last_success_us = unixMicros(s.LastSuccess)
 	st.last_failure_us = unixMicros(s.LastFailure)
@@ -145,15 +173,15 @@ func (h host) Publish(s keeper.Status) {
 	C.pgk_publish(h.h, &st)
 }
 
-func (h host) SetTitle(title string) {
+func (h cHost) SetTitle(title string) {
 	ct := cString(title)
 	defer C.free(unsafe.Pointer(ct))
 	C.pgk_set_title(h.h, ct)
 }
 
-func (h host) InRecovery() bool { return C.pgk_in_recovery(h.h) != 0 }
+func (h cHost) InRecovery() bool { return C.pgk_in_recovery(h.h) != 0 }
 
-func (h host) Promote() error {
+func (h cHost) Promote() error {
 	msg, ok := readInto(func(buf *C.char, n C.size_t) C.int { return C.pgk_promote(h.h, buf, n) })
 	if !ok {
 		return fmt.Errorf("promote: %s", msg)
@@ -161,7 +189,7 @@ func (h host) Promote() error {
 	return nil
 }
 
-func (h host) WALPosition() (uint64, uint32, error) {
+func (h cHost) WALPosition() (uint64, uint32, error) {
 	var lsn C.uint64_t
 	var tli C.uint32_t
 	if C.pgk_wal_position(h.h, &lsn, &tli) != 0 {
@@ -170,7 +198,7 @@ func (h host) WALPosition() (uint64, uint32, error) {
 	return uint64(lsn), uint32(tli), nil
 }
 
-func (h host) SetGuard(mode keeper.GuardMode, until time.Duration, reason string) error {
+func (h cHost) SetGuard(mode host.GuardMode, until time.Duration, reason string) error {
 	cr := cString(reason)
 	defer C.free(unsafe.Pointer(cr))
 	if C.pgk_set_guard(h.h, C.int(mode), C.int64_t(until), cr) != 0 {
@@ -179,7 +207,7 @@ func (h host) SetGuard(mode keeper.GuardMode, until time.Duration, reason string
 	return nil
 }
 
-func (h host) LeaseGrants(op keeper.GrantOp) (time.Duration, error) {
+func (h cHost) LeaseGrants(op host.GrantOp) (time.Duration, error) {
 	var last C.int64_t
 	if C.pgk_lease_grants(h.h, C.int(op), &last) != 0 {
 		return 0, errors.New("could not read the lease grants")
@@ -190,7 +218,7 @@ func (h host) LeaseGrants(op keeper.GrantOp) (time.Duration, error) {
 // importEnv copies the postmaster's environment variables that libpq-style
 // lookups need into Go's (empty) environment: HOME for ~/.pgpass, and the
 // PG* file locations (rule 7).
-func importEnv(h host) {
+func importEnv(h cHost) {
 	for _, name := range []string{"HOME", "USER", "PGPASSFILE", "PGSERVICEFILE", "PGSYSCONFDIR", "TZ"} {
 		if v, ok := h.Env(name); ok {
 			_ = os.Setenv(name, v)
@@ -200,23 +228,23 @@ func importEnv(h host) {
 
 //export pg_keeper_go_run
 func pg_keeper_go_run(ch *C.PgKeeperHost) (code C.int) {
-	h := host{ch}
+	h := cHost{ch}
 	defer func() {
 		if r := recover(); r != nil {
-			h.Log(keeper.LevelWarning, fmt.Sprintf("pg_keeper_go: panic: %v", r), string(debug.Stack()), "The worker restarts; please report this as a bug.")
-			code = keeper.ExitRestart
+			h.Log(host.LevelWarning, fmt.Sprintf("pg_keeper_go: panic: %v", r), string(debug.Stack()), "The worker restarts; please report this as a bug.")
+			code = host.ExitRestart
 		}
 	}()
 	if ch.abi_version != C.PGK_HOST_ABI_VERSION {
-		h.Log(keeper.LevelWarning, fmt.Sprintf("pg_keeper_go: core library expects host ABI %d, the C shim offers %d", C.PGK_HOST_ABI_VERSION, ch.abi_version),
+		h.Log(host.LevelWarning, fmt.Sprintf("pg_keeper_go: core library expects host ABI %d, the C shim offers %d", C.PGK_HOST_ABI_VERSION, ch.abi_version),
 			"", "Install pg_keeper_go.so and pg_keeper_go_core.so from the same build.")
-		return keeper.ExitShutdown
+		return host.ExitShutdown
 	}
 	importEnv(h)
-	k, err := keeper.New(h, keeper.Deps{NewProber: probe.NewProber, NewNode: node.New, NewWitness: probe.NewWitness})
+	k, err := keeper.New(h, keeper.DefaultDeps())
 	if err != nil {
-		h.Log(keeper.LevelWarning, "pg_keeper_go: "+err.Error(), "", "")
-		return keeper.ExitRestart
+		h.Log(host.LevelWarning, "pg_keeper_go: "+err.Error(), "", "")
+		return host.ExitRestart
 	}
 	return C.int(k.Run())
 }

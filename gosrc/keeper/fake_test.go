@@ -12,6 +12,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/node"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/witness"
 )
 
 // fakeHost is a Host for tests: real waits on the keeper's eventfd, a
@@ -25,14 +31,15 @@ type fakeHost struct {
 	mu         sync.Mutex
 	settings   map[string]string
 	logs       []string
-	status     Status
+	status     status.Snapshot
 	published  int
 	titles     []string
 	inRecovery bool
 	promotes   int
-	guard      GuardMode
+	guard      host.GuardMode
 	guardUntil time.Duration
 	guardWhy   string
+	events     []string // guard changes, grant closes and promotions, in order
 	lastGrant  time.Duration
 	grantsShut bool
 }
@@ -52,13 +59,13 @@ func newFakeHost(t *testing.T, inRecovery bool, settings map[string]string) *fak
 	return &fakeHost{t: t, latch: fd, settings: base, inRecovery: inRecovery, dataDir: t.TempDir()}
 }
 
-func (h *fakeHost) Log(level Level, msg, detail, hint string) {
+func (h *fakeHost) Log(level host.Level, msg, detail, hint string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.logs = append(h.logs, strings.Join([]string{fmt.Sprint(level), msg, detail, hint}, " | "))
 }
 
-func (h *fakeHost) Wait(fd int, timeout time.Duration) Event {
+func (h *fakeHost) Wait(fd int, timeout time.Duration) host.Event {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(h.latch), Events: unix.POLLIN}}
 	ms := int(timeout.Milliseconds())
 	if timeout > 0 && ms == 0 {
@@ -66,25 +73,25 @@ func (h *fakeHost) Wait(fd int, timeout time.Duration) Event {
 	}
 	_, err := unix.Poll(fds, max(ms, 0))
 	if err != nil && !errors.Is(err, unix.EINTR) {
-		return EventError
+		return host.EventError
 	}
-	ev := Event(0)
+	ev := host.Event(0)
 	if fds[0].Revents&unix.POLLIN != 0 {
-		ev |= EventWake
+		ev |= host.EventWake
 	}
 	if fds[1].Revents&unix.POLLIN != 0 {
 		var buf [8]byte
 		_, _ = unix.Read(h.latch, buf[:])
-		ev |= EventLatch | Event(h.pending.Swap(0))
+		ev |= host.EventLatch | host.Event(h.pending.Swap(0))
 	}
 	if ev == 0 {
-		ev = EventTimeout
+		ev = host.EventTimeout
 	}
 	return ev
 }
 
 // signal delivers a reload or a shutdown, as SIGHUP or SIGTERM would.
-func (h *fakeHost) signal(ev Event) {
+func (h *fakeHost) signal(ev host.Event) {
 	for {
 		old := h.pending.Load()
 		if h.pending.CompareAndSwap(old, old|int32(ev)) {
@@ -121,7 +128,7 @@ func (h *fakeHost) Env(name string) (string, bool) {
 	return "", false
 }
 
-func (h *fakeHost) Publish(s Status) {
+func (h *fakeHost) Publish(s status.Snapshot) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.status = s
@@ -148,6 +155,7 @@ func (h *fakeHost) Promote() error {
 	}
 	h.promotes++
 	h.inRecovery = false
+	h.events = append(h.events, "promote")
 	return nil
 }
 
@@ -158,21 +166,24 @@ func (h *fakeHost) WALPosition() (uint64, uint32, error) {
 	return 0x3000100, 2, nil
 }
 
-func (h *fakeHost) SetGuard(mode GuardMode, until time.Duration, reason string) error {
+func (h *fakeHost) SetGuard(mode host.GuardMode, until time.Duration, reason string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.guard, h.guardUntil, h.guardWhy = mode, until, reason
+	h.events = append(h.events, "guard "+mode.String())
 	return nil
 }
 
-func (h *fakeHost) LeaseGrants(op GrantOp) (time.Duration, error) {
+func (h *fakeHost) LeaseGrants(op host.GrantOp) (time.Duration, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch op {
-	case GrantsClose:
+	case host.GrantsClose:
 		h.grantsShut = true
-	case GrantsOpen:
+		h.events = append(h.events, "close grants")
+	case host.GrantsOpen:
 		h.grantsShut = false
+		h.events = append(h.events, "open grants")
 	}
 	return h.lastGrant, nil
 }
@@ -182,17 +193,17 @@ func (h *fakeHost) grant() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.grantsShut {
-		h.lastGrant = Boottime()
+		h.lastGrant = host.Boottime()
 	}
 }
 
-func (h *fakeHost) guardState() (GuardMode, string) {
+func (h *fakeHost) guardState() (host.GuardMode, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.guard, h.guardWhy
 }
 
-func (h *fakeHost) snapshot() (Status, []string, int) {
+func (h *fakeHost) snapshot() (status.Snapshot, []string, int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.status, append([]string(nil), h.logs...), h.promotes
@@ -209,29 +220,29 @@ const fakeSystemID = 7300000000000000001
 // fakeProber answers checks with functions the test can swap.
 type fakeProber struct {
 	primary atomic.Value // func(context.Context) error
-	standby atomic.Value // func(context.Context) (StandbyCheck, error)
+	standby atomic.Value // func(context.Context) (probe.StandbyCheck, error)
 	checks  atomic.Int32
 	walAge  atomic.Int64  // the WAL receiver's age CheckPrimary reports
 	sysid   atomic.Uint64 // the partner's system identifier; 0: fakeSystemID
 }
 
-func (p *fakeProber) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
+func (p *fakeProber) CheckPrimary(ctx context.Context) (probe.PrimaryCheck, error) {
 	p.checks.Add(1)
 	err := p.primary.Load().(func(context.Context) error)(ctx)
-	pc := PrimaryCheck{WALReceiverAge: time.Duration(p.walAge.Load())}
+	pc := probe.PrimaryCheck{WALReceiverAge: time.Duration(p.walAge.Load())}
 	if err == nil {
 		id := p.sysid.Load()
 		if id == 0 {
 			id = fakeSystemID
 		}
-		pc.Partner = Partner{Answered: true, SystemIdentifier: id, Timeline: 1}
+		pc.Partner = probe.Partner{Answered: true, SystemIdentifier: id, Timeline: 1}
 	}
 	return pc, err
 }
 
-func (p *fakeProber) CheckStandby(ctx context.Context) (StandbyCheck, error) {
+func (p *fakeProber) CheckStandby(ctx context.Context) (probe.StandbyCheck, error) {
 	p.checks.Add(1)
-	return p.standby.Load().(func(context.Context) (StandbyCheck, error))(ctx)
+	return p.standby.Load().(func(context.Context) (probe.StandbyCheck, error))(ctx)
 }
 
 func (p *fakeProber) Close() {}
@@ -240,8 +251,8 @@ func (p *fakeProber) Close() {}
 type fakeNode struct {
 	mu       sync.Mutex
 	calls    []string
-	records  []FailoverRecord
-	restored []SyncSetting
+	records  []node.FailoverRecord
+	restored []node.SyncSetting
 }
 
 func (n *fakeNode) called(what string) {
@@ -252,7 +263,7 @@ func (n *fakeNode) called(what string) {
 
 func (n *fakeNode) WaitWritable(context.Context) error { n.called("writable"); return nil }
 
-func (n *fakeNode) RecordFailover(_ context.Context, rec FailoverRecord) (bool, error) {
+func (n *fakeNode) RecordFailover(_ context.Context, rec node.FailoverRecord) (bool, error) {
 	n.called("record")
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -260,12 +271,12 @@ func (n *fakeNode) RecordFailover(_ context.Context, rec FailoverRecord) (bool, 
 	return true, nil
 }
 
-func (n *fakeNode) DisableSync(context.Context) (SyncSetting, error) {
+func (n *fakeNode) DisableSync(context.Context) (node.SyncSetting, error) {
 	n.called("disable-sync")
-	return SyncSetting{Value: "*"}, nil
+	return node.SyncSetting{Value: "*"}, nil
 }
 
-func (n *fakeNode) RestoreSync(_ context.Context, s SyncSetting) error {
+func (n *fakeNode) RestoreSync(_ context.Context, s node.SyncSetting) error {
 	n.called("restore-sync")
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -286,31 +297,73 @@ func (n *fakeNode) history() []string {
 	return append([]string(nil), n.calls...)
 }
 
+// record notes an event in the host's order of events.
+func (h *fakeHost) record(event string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, event)
+}
+
+// eventLog returns the events so far.
+func (h *fakeHost) eventLog() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.events...)
+}
+
+// fakeWitness answers for a witness, recording its claims among the
+// host's events; claimErr makes claims fail.
+type fakeWitness struct {
+	host     *fakeHost
+	claimErr atomic.Value // error
+}
+
+func (w *fakeWitness) RenewPrimary(context.Context, uint32, time.Duration) (witness.Lease, error) {
+	return witness.Lease{Renewed: true}, nil
+}
+
+func (w *fakeWitness) StandbyHeartbeat(context.Context, uint32, time.Duration) (bool, string, error) {
+	return false, "", nil
+}
+
+func (w *fakeWitness) Claim(_ context.Context, tl uint32, _, _ time.Duration) error {
+	if err, _ := w.claimErr.Load().(error); err != nil {
+		w.host.record("claim refused")
+		return err
+	}
+	w.host.record(fmt.Sprintf("claim timeline %d", tl))
+	return nil
+}
+
+func (w *fakeWitness) Close() {}
+
 // running is a keeper started on its own goroutine.
 type running struct {
-	host   *fakeHost
-	prober *fakeProber
-	node   *fakeNode
-	done   chan int
+	host    *fakeHost
+	prober  *fakeProber
+	node    *fakeNode
+	witness *fakeWitness // used when pg_keeper.witness_conninfo is set
+	done    chan int
 }
 
 func startKeeper(t *testing.T, inRecovery bool, settings map[string]string) *running {
 	h := newFakeHost(t, inRecovery, settings)
-	r := &running{host: h, prober: &fakeProber{}, node: &fakeNode{}, done: make(chan int, 1)}
+	r := &running{host: h, prober: &fakeProber{}, node: &fakeNode{}, witness: &fakeWitness{host: h}, done: make(chan int, 1)}
 	r.prober.primary.Store(func(context.Context) error { return nil })
 	r.prober.walAge.Store(-1)
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
-		return StandbyCheck{Streaming: 1, Granted: true,
-			Partner: Partner{Answered: true, InRecovery: true, SystemIdentifier: fakeSystemID}}, nil
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{Streaming: 1, Granted: true,
+			Partner: probe.Partner{Answered: true, InRecovery: true, SystemIdentifier: fakeSystemID}}, nil
 	})
 	k, err := New(h, Deps{
-		NewProber: func(Settings) (Prober, error) { return r.prober, nil },
-		NewNode:   func(Settings) (Node, error) { return r.node, nil },
+		NewProber:  func(Settings) (Prober, error) { return r.prober, nil },
+		NewNode:    func(Settings) (Node, error) { return r.node, nil },
+		NewWitness: func(Settings, string, uint64) (Witness, error) { return r.witness, nil },
 	})
 	require.NoError(t, err)
 	go func() { r.done <- k.Run() }()
 	t.Cleanup(func() {
-		h.signal(EventShutdown)
+		h.signal(host.EventShutdown)
 		select {
 		case <-r.done:
 		case <-time.After(5 * time.Second):
@@ -321,7 +374,7 @@ func startKeeper(t *testing.T, inRecovery bool, settings map[string]string) *run
 }
 
 // waitStatus polls the published status until cond holds.
-func (r *running) waitStatus(t *testing.T, what string, cond func(Status) bool) Status {
+func (r *running) waitStatus(t *testing.T, what string, cond func(status.Snapshot) bool) status.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -336,6 +389,6 @@ func (r *running) waitStatus(t *testing.T, what string, cond func(Status) bool) 
 	}
 }
 
-func stateIs(role, state string) func(Status) bool {
-	return func(s Status) bool { return s.Role == role && s.State == state }
+func stateIs(role, state string) func(status.Snapshot) bool {
+	return func(s status.Snapshot) bool { return s.Role == role && s.State == state }
 }

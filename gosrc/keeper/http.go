@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/api"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 const (
@@ -90,10 +91,10 @@ func (k *Keeper) reloadHTTP() {
 	addr, _, _ := k.host.Setting("pg_keeper.http_address")
 	addr = strings.TrimSpace(addr)
 	if err := ValidateHTTPAddress(addr); err != nil {
-		k.logOnce("http_address", err.Error(), LevelWarning, "pg_keeper_go: ", err.(*SettingError).Hint)
+		k.logOnce("http_address", err.Error(), host.LevelWarning, "pg_keeper_go: ", err.(*SettingError).Hint)
 		addr = k.http.addr // keep serving where it serves
 	} else {
-		k.logOnce("http_address", "", LevelWarning, "", "")
+		k.logOnce("http_address", "", host.LevelWarning, "", "")
 	}
 	if addr == k.http.addr {
 		if k.http.srv == nil {
@@ -124,13 +125,13 @@ func (k *Keeper) startHTTP() {
 	srv := api.New(k.http.addr, api.WithStaleAfter(k.staleAfter()), api.WithErrorHandler(k.http.errs.add))
 	if err := srv.Start(); err != nil {
 		k.http.retryAt = time.Now().Add(httpRetry)
-		k.logOnce("http", err.Error(), LevelWarning, "pg_keeper_go: the HTTP API is not available: ",
+		k.logOnce("http", err.Error(), host.LevelWarning, "pg_keeper_go: the HTTP API is not available: ",
 			fmt.Sprintf("Free the port or change pg_keeper.http_address and reload; the keeper works without the HTTP API and tries again every %s.", httpRetry))
 		return
 	}
 	k.http.srv = srv
 	k.logged["http"] = ""
-	k.host.Log(LevelInfo, "pg_keeper_go: HTTP API listening on "+srv.Addr(), "", "")
+	k.host.Log(host.LevelInfo, "pg_keeper_go: HTTP API listening on "+srv.Addr(), "", "")
 }
 
 // stopHTTP stops the server, if one runs.
@@ -141,7 +142,7 @@ func (k *Keeper) stopHTTP() {
 	ctx, cancel := context.WithTimeout(context.Background(), httpShutdown)
 	defer cancel()
 	if err := k.http.srv.Shutdown(ctx); err != nil {
-		k.host.Log(LevelWarning, "pg_keeper_go: "+err.Error(), "", "")
+		k.host.Log(host.LevelWarning, "pg_keeper_go: "+err.Error(), "", "")
 	}
 	k.http.srv = nil
 	k.reportHTTPErrors(true)
@@ -162,7 +163,7 @@ func (k *Keeper) reportHTTPErrors(now bool) {
 	if n > 1 {
 		detail = fmt.Sprintf("%d errors since the last report; this is the first.", n)
 	}
-	k.host.Log(LevelWarning, "pg_keeper_go: "+conninfo.RedactError(first), detail,
+	k.host.Log(host.LevelWarning, "pg_keeper_go: "+conninfo.RedactError(first), detail,
 		"Errors of the HTTP API come from its clients or the network; the keeper is not affected.")
 }
 
@@ -173,60 +174,13 @@ func (k *Keeper) observeCheck(d time.Duration, ok bool) {
 	}
 }
 
-// publishHTTP hands the HTTP server a snapshot of st and of the node, and
-// retries listening when it failed before.
-func (k *Keeper) publishHTTP(st Status, lsn uint64, inRecovery bool) {
+// publishHTTP hands the HTTP server the snapshot, and retries listening
+// when it failed before.
+func (k *Keeper) publishHTTP(snap status.Snapshot) {
 	k.startHTTP()
 	if k.http.srv == nil {
 		return
 	}
 	k.reportHTTPErrors(false)
-	readOnly, _, _ := k.host.Setting("default_transaction_read_only")
-	snap := api.Snapshot{
-		Role:                st.Role,
-		State:               st.State,
-		Partner:             st.Partner,
-		ConsecutiveFailures: st.ConsecutiveFailures,
-		KeepaliveTime:       st.KeepaliveTime,
-		KeepaliveCount:      st.KeepaliveCount,
-		Timeline:            st.Timeline,
-		LSN:                 FormatLSN(lsn),
-		LastSuccess:         st.LastSuccess,
-		LastFailure:         st.LastFailure,
-		LastFailureReason:   st.LastFailureReason,
-		PromotedAt:          st.PromotedAt,
-		Fenced:              k.guard == GuardFenced || k.fenced != "",
-		FenceReason:         k.fenced,
-		Failovers:           k.failovers,
-		LastFailoverAt:      k.promotedAt,
-		ConfigError:         st.ConfigError,
-		UpdatedAt:           st.UpdatedAt,
-		PromotionHeld:       st.Hold,
-		WorkerPID:           os.Getpid(),
-	}
-	if !inRecovery {
-		snap.Guard, snap.GuardReason = st.Guard, st.GuardReason
-	}
-	if snap.Fenced && snap.FenceReason == "" {
-		snap.FenceReason = k.guardReason
-	}
-	if inRecovery {
-		// A standby streams while its WAL receiver heard from the primary
-		// within two keepalive_time (the primary writes a heartbeat every
-		// keepalive_time).
-		snap.Streaming = k.judged && k.walAge >= 0 && k.walAge <= 2*k.settings.KeepaliveTime
-		snap.ReplayLagSeconds = k.replayLag.Seconds()
-	} else {
-		switch k.guard {
-		case GuardOpen:
-			snap.Writable = true
-		case GuardLeased:
-			if left := k.leaseUntil - Boottime(); left > 0 {
-				snap.Writable = true
-				snap.WritableUntil = st.UpdatedAt.Add(left)
-			}
-		}
-		snap.Writable = snap.Writable && readOnly != "on"
-	}
 	k.http.srv.Update(snap)
 }

@@ -14,6 +14,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
 )
 
 var listening = regexp.MustCompile(`HTTP API listening on (\S+)`)
@@ -95,7 +98,7 @@ func TestHTTPAPIFollowsTheKeeperThroughAFailover(t *testing.T) {
 	waitCode(t, addr, "/replica", 503)
 
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
 	waitCode(t, addr, "/primary", 200)
 	code, _ = httpGet(t, addr, "/replica")
@@ -141,7 +144,7 @@ func TestHTTPAPIOfAPrimaryUnderALease(t *testing.T) {
 	assert.Contains(t, status, `"writable_until"`, "a leased primary says until when it may write")
 
 	// The standby stops granting: the lease ends and /primary says so.
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	body = waitCode(t, addr, "/primary", 503)
 	assert.Contains(t, body, "unavailable")
 }
@@ -162,17 +165,17 @@ func TestHTTPAddressInUseIsLoggedAndTheKeeperRunsOn(t *testing.T) {
 	// 10 s retry); a reload onto another port moves it; '' stops it.
 	busyAddr := busy.Addr().String()
 	require.NoError(t, busy.Close())
-	r.host.signal(EventReload)
+	r.host.signal(host.EventReload)
 	assert.Equal(t, busyAddr, r.httpAddr(t, 1))
 	waitCode(t, busyAddr, "/health", 200)
 	r.host.set("pg_keeper.http_address", "127.0.0.1:0")
-	r.host.signal(EventReload)
+	r.host.signal(host.EventReload)
 	addr := r.httpAddr(t, 2)
 	waitCode(t, addr, "/health", 200)
 	_, err = net.DialTimeout("tcp", busyAddr, time.Second)
 	assert.Error(t, err, "the old address is closed after the move")
 	r.host.set("pg_keeper.http_address", "")
-	r.host.signal(EventReload)
+	r.host.signal(host.EventReload)
 	require.Eventually(t, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
@@ -187,7 +190,7 @@ func TestReloadingOtherSettingsKeepsTheHTTPServer(t *testing.T) {
 	addr := r.httpAddr(t, 1)
 	waitCode(t, addr, "/metrics", 200)
 	r.host.set("pg_keeper.keepalive_time", "50ms")
-	r.host.signal(EventReload)
+	r.host.signal(host.EventReload)
 	require.Eventually(t, func() bool { return strings.Contains(r.host.logText(), "settings reloaded") }, 5*time.Second, 5*time.Millisecond)
 	waitCode(t, addr, "/health", 200)
 	assert.Len(t, listening.FindAllString(r.host.logText(), -1), 1, "the server was not restarted")
@@ -232,13 +235,13 @@ func TestHTTPAPIStopsWithTheKeeper(t *testing.T) {
 	r := startKeeper(t, true, map[string]string{"pg_keeper.http_address": "127.0.0.1:0"})
 	addr := r.httpAddr(t, 1)
 	waitCode(t, addr, "/health", 200)
-	r.host.signal(EventShutdown)
+	r.host.signal(host.EventShutdown)
 	select {
 	case <-r.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("keeper did not stop")
 	}
-	r.done <- ExitShutdown // for the cleanup
+	r.done <- host.ExitShutdown // for the cleanup
 	_, err := net.DialTimeout("tcp", addr, time.Second)
 	assert.Error(t, err, fmt.Sprintf("%s still listens after the keeper stopped", addr))
 }

@@ -12,6 +12,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/node"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 var errRefused = errors.New("dial tcp 127.0.0.2:5432: connect: connection refused")
@@ -24,7 +30,7 @@ func TestStandbyPromotesAfterKeepaliveCountFailedChecks(t *testing.T) {
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	st := r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
 	assert.False(t, st.PromotedAt.IsZero())
 
@@ -53,8 +59,8 @@ func TestStandbyPromotesAfterKeepaliveCountFailedChecks(t *testing.T) {
 func TestPromotedNodeThatInheritedSyncReplicationSwitchesToAsyncAtOnce(t *testing.T) {
 	r := startKeeper(t, true, nil)
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
-		return StandbyCheck{SyncStandbyNames: "*"}, errRefused
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{SyncStandbyNames: "*"}, errRefused
 	})
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
 	r.waitStatus(t, "the switch to async", stateIs("primary", "async"))
@@ -62,15 +68,10 @@ func TestPromotedNodeThatInheritedSyncReplicationSwitchesToAsyncAtOnce(t *testin
 	assert.NotContains(t, r.host.logText(), `to "primary:connected"`, "the dead old primary is never taken for a healthy standby")
 }
 
-func TestMultiLineErrorsAreFoldedIntoOneLine(t *testing.T) {
-	err := "failed to connect to `user=postgres`:\n\t127.0.0.1:5432 (127.0.0.1): dial error: refused\n\t127.0.0.1:5432 (127.0.0.1): dial error: refused"
-	assert.Equal(t, "failed to connect to `user=postgres`: 127.0.0.1:5432 (127.0.0.1): dial error: refused", oneLine(err))
-}
-
 func TestStandbyThatNeverReachedItsPrimaryDoesNotPromote(t *testing.T) {
 	r := startKeeper(t, true, nil)
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
-	st := r.waitStatus(t, "many failed checks", func(s Status) bool { return s.ConsecutiveFailures >= 10 })
+	st := r.waitStatus(t, "many failed checks", func(s status.Snapshot) bool { return s.ConsecutiveFailures >= 10 })
 	assert.Equal(t, "connecting", st.State)
 	_, _, promotes := r.host.snapshot()
 	assert.Zero(t, promotes)
@@ -96,7 +97,7 @@ func TestOneGoodCheckResetsTheCount(t *testing.T) {
 func TestAPartnerThatAnswersWithAnErrorIsAlive(t *testing.T) {
 	r := startKeeper(t, true, nil)
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
-	authErr := &AnsweredError{Err: &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}}
+	authErr := &probe.AnsweredError{Err: &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}}
 	base := r.prober.checks.Load()
 	r.prober.primary.Store(func(context.Context) error { return authErr })
 	require.Eventually(t, func() bool { return r.prober.checks.Load()-base > 6 }, 5*time.Second, 5*time.Millisecond)
@@ -110,7 +111,7 @@ func TestHungCheckEndsAtCheckTimeout(t *testing.T) {
 	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms"})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	r.prober.primary.Store(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	start := time.Now()
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
 	// Three checks, 200 ms apart, the last one cut at 50 ms: about 0.45 s
@@ -151,31 +152,31 @@ func TestASlowPartnerThatAnswersWithinKeepaliveTimeIsNotLost(t *testing.T) {
 			return ctx.Err()
 		}
 	})
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
 }
 
 func TestPrimarySwitchesToAsyncAndRestoresSync(t *testing.T) {
 	r := startKeeper(t, false, nil)
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
-		return StandbyCheck{Streaming: 1, SyncStandbyNames: "*"}, nil
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{Streaming: 1, SyncStandbyNames: "*"}, nil
 	})
 	r.waitStatus(t, "the primary to connect", stateIs("primary", "connected"))
 
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
-		return StandbyCheck{SyncStandbyNames: "*"}, errRefused
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{SyncStandbyNames: "*"}, errRefused
 	})
 	r.waitStatus(t, "the switch to async", stateIs("primary", "async"))
 	state, err := os.ReadFile(filepath.Join(r.host.dataDir, stateFileName))
 	require.NoError(t, err)
 	assert.Contains(t, string(state), `"synchronous_standby_names": "*"`, "the saved setting survives a restart")
 
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) {
-		return StandbyCheck{Streaming: 1, SyncStandbyNames: ""}, nil
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{Streaming: 1, SyncStandbyNames: ""}, nil
 	})
 	r.waitStatus(t, "the restore", stateIs("primary", "connected"))
 	assert.Equal(t, []string{"disable-sync", "restore-sync"}, r.node.history())
-	assert.Equal(t, []SyncSetting{{Value: "*"}}, r.node.restored)
+	assert.Equal(t, []node.SyncSetting{{Value: "*"}}, r.node.restored)
 	state, err = os.ReadFile(filepath.Join(r.host.dataDir, stateFileName))
 	require.NoError(t, err)
 	assert.NotContains(t, string(state), "switched_async")
@@ -184,22 +185,22 @@ func TestPrimarySwitchesToAsyncAndRestoresSync(t *testing.T) {
 func TestRestartedKeeperRestoresSyncItHadSwitchedOff(t *testing.T) {
 	h := newFakeHost(t, false, nil)
 	require.NoError(t, writeFileAtomic(filepath.Join(h.dataDir, stateFileName),
-		persisted{SwitchedAsync: &SyncSetting{Value: "node2", FromAutoConf: true}}))
-	node := &fakeNode{}
+		persisted{SwitchedAsync: &node.SyncSetting{Value: "node2", FromAutoConf: true}}))
+	local := &fakeNode{}
 	prober := &fakeProber{}
-	prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{Streaming: 1}, nil })
+	prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{Streaming: 1}, nil })
 	k, err := New(h, Deps{
 		NewProber: func(Settings) (Prober, error) { return prober, nil },
-		NewNode:   func(Settings) (Node, error) { return node, nil },
+		NewNode:   func(Settings) (Node, error) { return local, nil },
 	})
 	require.NoError(t, err)
 	done := make(chan int, 1)
 	go func() { done <- k.Run() }()
-	require.Eventually(t, func() bool { return len(node.history()) > 0 }, 5*time.Second, 5*time.Millisecond)
-	h.signal(EventShutdown)
+	require.Eventually(t, func() bool { return len(local.history()) > 0 }, 5*time.Second, 5*time.Millisecond)
+	h.signal(host.EventShutdown)
 	<-done
-	assert.Equal(t, []string{"restore-sync"}, node.history())
-	assert.Equal(t, []SyncSetting{{Value: "node2", FromAutoConf: true}}, node.restored)
+	assert.Equal(t, []string{"restore-sync"}, local.history())
+	assert.Equal(t, []node.SyncSetting{{Value: "node2", FromAutoConf: true}}, local.restored)
 }
 
 func TestMisconfiguredKeeperWaitsForAReload(t *testing.T) {
@@ -211,7 +212,7 @@ func TestMisconfiguredKeeperWaitsForAReload(t *testing.T) {
 	assert.Zero(t, r.prober.checks.Load(), "no checks while misconfigured")
 
 	r.host.set("pg_keeper.partner_conninfo", "host=127.0.0.2 port=5432")
-	r.host.signal(EventReload)
+	r.host.signal(host.EventReload)
 	r.waitStatus(t, "the keeper to recover", stateIs("standby", "connected"))
 }
 
@@ -219,8 +220,8 @@ func TestReloadAppliesANewKeepaliveTimeAtOnce(t *testing.T) {
 	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "30s"})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	r.host.set("pg_keeper.keepalive_time", "20ms")
-	r.host.signal(EventReload)
-	st := r.waitStatus(t, "the new keepalive_time", func(s Status) bool { return s.KeepaliveTime == 20*time.Millisecond })
+	r.host.signal(host.EventReload)
+	st := r.waitStatus(t, "the new keepalive_time", func(s status.Snapshot) bool { return s.KeepaliveTime == 20*time.Millisecond })
 	assert.Equal(t, 3, st.KeepaliveCount)
 	base := r.prober.checks.Load()
 	require.Eventually(t, func() bool { return r.prober.checks.Load()-base >= 3 }, 2*time.Second, 5*time.Millisecond,
@@ -232,12 +233,12 @@ func TestShutdownIsNotDelayedByAHungCheck(t *testing.T) {
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	r.host.set("pg_keeper.keepalive_time", "10ms")
 	r.prober.primary.Store(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
-	r.host.signal(EventReload)
+	r.host.signal(host.EventReload)
 	require.Eventually(t, func() bool { return r.prober.checks.Load() >= 2 }, 2*time.Second, 5*time.Millisecond)
-	r.host.signal(EventShutdown)
+	r.host.signal(host.EventShutdown)
 	select {
 	case code := <-r.done:
-		assert.Equal(t, ExitShutdown, code)
+		assert.Equal(t, host.ExitShutdown, code)
 		r.done <- code // for the cleanup
 	case <-time.After(2 * time.Second):
 		t.Fatal("keeper did not stop while a check hung")
@@ -249,7 +250,7 @@ func TestPanicInAGoroutineRestartsTheWorkerInsteadOfCrashing(t *testing.T) {
 	r.prober.primary.Store(func(context.Context) error { panic("boom") })
 	select {
 	case code := <-r.done:
-		assert.Equal(t, ExitRestart, code)
+		assert.Equal(t, host.ExitRestart, code)
 		r.done <- code
 	case <-time.After(5 * time.Second):
 		t.Fatal("keeper did not stop after a panic")
@@ -261,7 +262,7 @@ func TestFailoverRecordCanBeTurnedOff(t *testing.T) {
 	r := startKeeper(t, true, map[string]string{"pg_keeper.failover_log_database": ""})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
-	r.prober.standby.Store(func(context.Context) (StandbyCheck, error) { return StandbyCheck{}, errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
 	assert.Equal(t, []string{"writable"}, r.node.history())
 }
@@ -271,29 +272,17 @@ func TestANewPartnerIsCheckedAtOnceAfterAReload(t *testing.T) {
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	base := r.prober.checks.Load()
 	r.host.set("pg_keeper.partner_conninfo", "host=127.0.0.3 port=5432")
-	r.host.signal(EventReload)
-	st := r.waitStatus(t, "a check of the new partner", func(s Status) bool {
+	r.host.signal(host.EventReload)
+	st := r.waitStatus(t, "a check of the new partner", func(s status.Snapshot) bool {
 		return r.prober.checks.Load() > base && s.State == "connected"
 	})
 	assert.Contains(t, st.Partner, "host=127.0.0.3")
 	assert.Contains(t, r.host.logText(), "settings reloaded")
 }
 
-func TestStartCommandKillsTheWholeGroupOnTimeout(t *testing.T) {
-	cmd, err := StartCommand("echo started; sleep 30 & wait", []string{"PATH=/usr/bin:/bin"}, t.TempDir(), 200*time.Millisecond)
-	require.NoError(t, err)
-	res := cmd.Wait()
-	assert.True(t, res.TimedOut)
-	assert.Error(t, res.Err)
-	assert.Contains(t, res.Output, "started")
-	assert.Less(t, res.Duration, 5*time.Second)
-}
-
-func TestStartCommandPassesOnlyTheGivenEnvironment(t *testing.T) {
-	t.Setenv("SECRET_FROM_TEST", "leak")
-	cmd, err := StartCommand(`echo "[$SECRET_FROM_TEST][$PG_KEEPER_ROLE]"`, []string{"PG_KEEPER_ROLE=primary"}, t.TempDir(), 5*time.Second)
-	require.NoError(t, err)
-	res := cmd.Wait()
-	require.NoError(t, res.Err)
-	assert.Equal(t, "[][primary]\n", res.Output)
+func TestEveryActionOfTheStateMachineHasAFunction(t *testing.T) {
+	for _, a := range append([]fsm.Action{fsm.None}, fsm.Actions...) {
+		assert.NotNil(t, actions[a], "action %q", a)
+	}
+	assert.Len(t, actions, len(fsm.Actions)+1, "no function for an action the table does not know")
 }

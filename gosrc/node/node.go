@@ -1,6 +1,7 @@
 // Package node runs the keeper's actions on the local PostgreSQL server
 // over pg_keeper.my_conninfo: confirming a promotion, writing the failover
-// record and switching synchronous replication.  Each action is idempotent.
+// record, switching synchronous replication and ending the client sessions
+// of a fenced node.  Each action is idempotent.
 package node
 
 import (
@@ -11,11 +12,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/keeper"
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
 )
 
 // retryEvery is the pause between two attempts while waiting for writes.
@@ -24,19 +23,39 @@ const retryEvery = 10 * time.Millisecond
 // ErrNoTable means the failover log table (or its database) does not exist.
 var ErrNoTable = errors.New("failover log table not found")
 
-// Local implements keeper.Node.
-type Local struct {
-	settings keeper.Settings
-	session  *probe.Session
+// SyncSetting is the synchronous_standby_names that the keeper turned off.
+type SyncSetting struct {
+	Value        string `json:"synchronous_standby_names"`
+	FromAutoConf bool   `json:"from_auto_conf"` // set with ALTER SYSTEM, not in postgresql.conf
 }
 
-// New prepares the local session; it does not connect.
-func New(s keeper.Settings) (keeper.Node, error) {
-	session, err := probe.NewSession(s.MyConninfo)
+// FailoverRecord is the row written to the failover log after a promotion.
+type FailoverRecord struct {
+	PromotedAt  time.Time
+	Host        string // this node's host name
+	OldPrimary  string // the former primary, "host=... port=..." (no password)
+	NewTimeline uint32
+	PromoteLSN  uint64 // last WAL position replayed before the promotion
+	Reason      string
+}
+
+// Local is the keeper's session to its own node.  Its methods must not be
+// called concurrently.
+type Local struct {
+	myConninfo string
+	logDB      string // pg_keeper.failover_log_database
+	logTable   string // pg_keeper.failover_log_table, [schema.]table
+	session    *pgsession.Session
+}
+
+// New prepares the session to this node over myConninfo, with the failover
+// log in logTable of database logDB; it does not connect.
+func New(myConninfo, logDB, logTable string) (*Local, error) {
+	session, err := pgsession.New(myConninfo, pgsession.ApplicationName)
 	if err != nil {
 		return nil, err
 	}
-	return &Local{settings: s, session: session}, nil
+	return &Local{myConninfo: myConninfo, logDB: logDB, logTable: logTable, session: session}, nil
 }
 
 // WaitWritable polls until the server is out of recovery and not read-only.
@@ -65,39 +84,39 @@ func (l *Local) WaitWritable(ctx context.Context) error {
 var failoverColumns = []string{"unixtime", "host", "old_primary", "new_timeline", "promote_lsn", "reason", "promoted_at"}
 
 // RecordFailover appends rec to the failover log table, in its own
-// connection to pg_keeper.failover_log_database.
-func (l *Local) RecordFailover(ctx context.Context, rec keeper.FailoverRecord) (bool, error) {
-	s, err := probe.NewSession(conninfo.WithDatabase(l.settings.MyConninfo, l.settings.FailoverLogDatabase))
+// connection to the failover log's database; recorded is false, with a
+// reason in err, when the table or database is missing.
+func (l *Local) RecordFailover(ctx context.Context, rec FailoverRecord) (recorded bool, err error) {
+	s, err := pgsession.New(conninfo.WithDatabase(l.myConninfo, l.logDB), pgsession.ApplicationName)
 	if err != nil {
 		return false, err
 	}
 	defer s.Close()
 	conn, err := s.Conn(ctx)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
-		return false, fmt.Errorf("%w: database %q does not exist", ErrNoTable, l.settings.FailoverLogDatabase)
+	if pgsession.SQLState(err) == "3D000" {
+		return false, fmt.Errorf("%w: database %q does not exist", ErrNoTable, l.logDB)
 	}
 	if err != nil {
 		return false, err
 	}
 	rows, err := conn.Query(ctx, `select attname::text from pg_attribute
-		where attrelid = to_regclass($1) and attnum > 0 and not attisdropped`, l.settings.FailoverLogTable)
+		where attrelid = to_regclass($1) and attnum > 0 and not attisdropped`, l.logTable)
 	if err != nil {
-		return false, fmt.Errorf("read columns of %s: %w", l.settings.FailoverLogTable, err)
+		return false, fmt.Errorf("read columns of %s: %w", l.logTable, err)
 	}
 	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return false, fmt.Errorf("read columns of %s: %w", l.settings.FailoverLogTable, err)
+		return false, fmt.Errorf("read columns of %s: %w", l.logTable, err)
 	}
 	if len(have) == 0 {
-		return false, fmt.Errorf("%w: no table %q in database %q", ErrNoTable, l.settings.FailoverLogTable, l.settings.FailoverLogDatabase)
+		return false, fmt.Errorf("%w: no table %q in database %q", ErrNoTable, l.logTable, l.logDB)
 	}
 	values := map[string]any{
 		"unixtime":     rec.PromotedAt.Unix(),
 		"host":         rec.Host,
 		"old_primary":  rec.OldPrimary,
 		"new_timeline": int64(rec.NewTimeline),
-		"promote_lsn":  keeper.FormatLSN(rec.PromoteLSN),
+		"promote_lsn":  pgsession.FormatLSN(rec.PromoteLSN),
 		"reason":       rec.Reason,
 		"promoted_at":  rec.PromotedAt,
 	}
@@ -113,21 +132,21 @@ func (l *Local) RecordFailover(ctx context.Context, rec keeper.FailoverRecord) (
 		}
 	}
 	if len(cols) == 0 {
-		return false, fmt.Errorf("%w: %s has none of the columns %s", ErrNoTable, l.settings.FailoverLogTable, strings.Join(failoverColumns, ", "))
+		return false, fmt.Errorf("%w: %s has none of the columns %s", ErrNoTable, l.logTable, strings.Join(failoverColumns, ", "))
 	}
-	table := pgx.Identifier(strings.Split(l.settings.FailoverLogTable, ".")).Sanitize()
+	table := pgx.Identifier(strings.Split(l.logTable, ".")).Sanitize()
 	sql := fmt.Sprintf("insert into %s (%s) values (%s)", table, strings.Join(cols, ", "), strings.Join(params, ", "))
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		return false, fmt.Errorf("insert into %s: %w", l.settings.FailoverLogTable, err)
+		return false, fmt.Errorf("insert into %s: %w", l.logTable, err)
 	}
 	return true, nil
 }
 
-// DisableSync sets synchronous_standby_names to ” and reloads.  It
-// returns the setting it replaced and where it came from, so that
-// RestoreSync can put it back the same way.
-func (l *Local) DisableSync(ctx context.Context) (keeper.SyncSetting, error) {
-	var saved keeper.SyncSetting
+// DisableSync sets synchronous_standby_names to the empty string and
+// reloads.  It returns the setting it replaced and where it came from, so
+// that RestoreSync can put it back the same way.
+func (l *Local) DisableSync(ctx context.Context) (SyncSetting, error) {
+	var saved SyncSetting
 	var sourceFile string
 	if err := l.session.QueryRow(ctx,
 		`select setting, coalesce(sourcefile, '') from pg_settings where name = 'synchronous_standby_names'`,
@@ -146,7 +165,7 @@ func (l *Local) DisableSync(ctx context.Context) (keeper.SyncSetting, error) {
 
 // RestoreSync puts back what DisableSync saved: with ALTER SYSTEM SET if
 // it came from postgresql.auto.conf, else by removing the override.
-func (l *Local) RestoreSync(ctx context.Context, saved keeper.SyncSetting) error {
+func (l *Local) RestoreSync(ctx context.Context, saved SyncSetting) error {
 	stmt := "alter system reset synchronous_standby_names"
 	if saved.FromAutoConf {
 		stmt = "alter system set synchronous_standby_names = " + quoteLiteral(saved.Value)
@@ -155,14 +174,6 @@ func (l *Local) RestoreSync(ctx context.Context, saved keeper.SyncSetting) error
 		return err
 	}
 	return l.session.Exec(ctx, "select pg_reload_conf()")
-}
-
-// Close closes the session.
-func (l *Local) Close() { l.session.Close() }
-
-// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
-func quoteLiteral(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 // TerminateClients ends the sessions of ordinary clients: not the keepers'
@@ -179,4 +190,12 @@ func (l *Local) TerminateClients(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("terminate client sessions: %w", err)
 	}
 	return n, nil
+}
+
+// Close closes the session.
+func (l *Local) Close() { l.session.Close() }
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

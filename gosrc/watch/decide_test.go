@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 // node builders for the decision tables.
@@ -28,7 +30,7 @@ func withRow(n NodeFacts, unix int64) NodeFacts {
 }
 
 func fenced(n NodeFacts, reason string) NodeFacts {
-	n.Keeper = &KeeperStatus{Role: "primary", State: "fenced", Fenced: true, FenceReason: reason}
+	n.Keeper = &status.Snapshot{Role: "primary", State: "fenced", Fenced: true, FenceReason: reason}
 	return n
 }
 
@@ -38,7 +40,7 @@ func keeperUnreadable(n NodeFacts) NodeFacts {
 }
 
 func guarded(n NodeFacts, guard string) NodeFacts {
-	n.Keeper = &KeeperStatus{Role: "primary", State: "connected", Guard: guard}
+	n.Keeper = &status.Snapshot{Role: "primary", State: "connected", Guard: guard}
 	return n
 }
 
@@ -132,7 +134,7 @@ func TestDecideErrorsAreStableWhileTheFactsAre(t *testing.T) {
 func TestFencedComesFromTheKeeper(t *testing.T) {
 	n := primary("db1", 1)
 	assert.False(t, n.Fenced(), "no keeper: not fenced")
-	n.Keeper = &KeeperStatus{Role: "primary", State: "alone"}
+	n.Keeper = &status.Snapshot{Role: "primary", State: "alone"}
 	assert.False(t, n.Fenced())
 	assert.True(t, fenced(n, "").Fenced())
 }

@@ -2,7 +2,7 @@
 // outside, the way a careful operator would, and points applications at it:
 // it gathers facts from every node (Gatherer), decides which one is the
 // primary (Decide), rewrites keys of a YAML configuration file in place
-// (UpdateYAML) and runs a command after a change (RunCommand).  Watcher
+// (UpdateYAML) and runs a command after a change (package command).  Watcher
 // ties these together for the pg_keeper_go watch command.
 //
 // Nothing here ever prints or returns a password: nodes are named by
@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 // NodeFacts is what one node said about itself in one round of checks.
@@ -53,9 +55,10 @@ type NodeFacts struct {
 	// FailoverLogError says why the failover log could not be read, when
 	// it exists but the query failed.
 	FailoverLogError string `json:"failover_log_error,omitempty"`
-	// Keeper is what pg_keeper_status() returned, nil when the function
-	// does not exist on the node.
-	Keeper *KeeperStatus `json:"keeper,omitempty"`
+	// Keeper is what pg_keeper_status() returned, in the keeper's own
+	// snapshot type (the fields that function has), nil when it does not
+	// exist on the node.
+	Keeper *status.Snapshot `json:"keeper,omitempty"`
 	// KeeperError says why pg_keeper_status() could not be read, when it
 	// exists but the call failed (no privilege: grant pg_monitor).
 	KeeperError string `json:"keeper_error,omitempty"`
@@ -96,21 +99,6 @@ func (r FailoverRow) Time() time.Time {
 	return time.Unix(r.Unixtime, 0)
 }
 
-// KeeperStatus is the part of pg_keeper_status() the watcher uses.
-// Fenced is read from the fenced column; on versions without it, a write
-// guard column equal to 'fenced' or the state "fenced" counts too, and
-// versions with none of these are never fenced.
-type KeeperStatus struct {
-	Role                string    `json:"role"`
-	State               string    `json:"state"`
-	Fenced              bool      `json:"fenced"`
-	FenceReason         string    `json:"fence_reason,omitempty"`
-	Guard               string    `json:"guard,omitempty"` // write guard of versions that have one: pending, open, leased, fenced
-	ConsecutiveFailures int       `json:"consecutive_failures"`
-	PromotedAt          time.Time `json:"promoted_at,omitzero"`
-	ConfigError         string    `json:"config_error,omitempty"`
-}
-
 // ParseFailoverRow parses a failover_log row given as to_jsonb(row): the
 // columns present are read, missing ones stay zero.  unixtime and host
 // are required.
@@ -146,73 +134,9 @@ func ParseFailoverRow(b []byte) (FailoverRow, error) {
 		r.NewTimeline = uint32(*raw.NewTimeline)
 	}
 	if raw.PromotedAt != nil {
-		if r.PromotedAt, err = parsePGTime(*raw.PromotedAt); err != nil {
+		if r.PromotedAt, err = status.ParsePGTime(*raw.PromotedAt); err != nil {
 			return FailoverRow{}, fmt.Errorf("failover_log row: promoted_at: %w", err)
 		}
 	}
 	return r, nil
-}
-
-// ParseKeeperStatus parses a pg_keeper_status() row given as to_jsonb(row).
-func ParseKeeperStatus(b []byte) (KeeperStatus, error) {
-	var raw struct {
-		Role                *string `json:"role"`
-		State               *string `json:"state"`
-		Fenced              *bool   `json:"fenced"`
-		FenceReason         *string `json:"fence_reason"`
-		Guard               *string `json:"guard"`
-		GuardReason         *string `json:"guard_reason"`
-		ConsecutiveFailures *int    `json:"consecutive_failures"`
-		PromotedAt          *string `json:"promoted_at"`
-		ConfigError         *string `json:"config_error"`
-	}
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return KeeperStatus{}, fmt.Errorf("pg_keeper_status(): %w", err)
-	}
-	if raw.Role == nil || raw.State == nil {
-		return KeeperStatus{}, fmt.Errorf("pg_keeper_status() has no role or state: %s", b)
-	}
-	k := KeeperStatus{Role: *raw.Role, State: *raw.State}
-	if raw.Guard != nil {
-		k.Guard = *raw.Guard
-	}
-	switch {
-	case raw.Fenced != nil:
-		k.Fenced = *raw.Fenced
-		if raw.FenceReason != nil {
-			k.FenceReason = *raw.FenceReason
-		}
-	case raw.Guard != nil && *raw.Guard == "fenced":
-		k.Fenced = true
-		if raw.GuardReason != nil {
-			k.FenceReason = *raw.GuardReason
-		}
-	case k.State == "fenced":
-		k.Fenced = true
-	}
-	if raw.ConsecutiveFailures != nil {
-		k.ConsecutiveFailures = *raw.ConsecutiveFailures
-	}
-	if raw.ConfigError != nil {
-		k.ConfigError = *raw.ConfigError
-	}
-	if raw.PromotedAt != nil {
-		t, err := parsePGTime(*raw.PromotedAt)
-		if err != nil {
-			return KeeperStatus{}, fmt.Errorf("pg_keeper_status(): promoted_at: %w", err)
-		}
-		k.PromotedAt = t
-	}
-	return k, nil
-}
-
-// parsePGTime parses a timestamptz as to_jsonb writes it:
-// "2024-05-01T10:00:00.123456+00:00" (ISO 8601 whatever DateStyle is).
-func parsePGTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999-07", "2006-01-02T15:04:05.999999999-07:00:00"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("cannot parse time %q", s)
 }

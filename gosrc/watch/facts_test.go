@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"errors"
 	"testing"
 	"time"
 
@@ -41,55 +40,6 @@ func TestParseFailoverRowRejectsRowsWithoutTheRequiredColumns(t *testing.T) {
 		_, err := ParseFailoverRow([]byte(in))
 		assert.Error(t, err, in)
 	}
-}
-
-func TestParseKeeperStatus(t *testing.T) {
-	tests := []struct {
-		name string
-		json string
-		want KeeperStatus
-	}{
-		{"a version without fence columns is never fenced",
-			`{"role": "primary", "state": "alone", "consecutive_failures": 3, "config_error": null}`,
-			KeeperStatus{Role: "primary", State: "alone", ConsecutiveFailures: 3}},
-		{"the fenced column decides",
-			`{"role": "primary", "state": "alone", "fenced": true, "fence_reason": "db2 is the primary on timeline 2"}`,
-			KeeperStatus{Role: "primary", State: "alone", Fenced: true, FenceReason: "db2 is the primary on timeline 2"}},
-		{"a false fenced column wins over the state",
-			`{"role": "primary", "state": "fenced", "fenced": false}`,
-			KeeperStatus{Role: "primary", State: "fenced"}},
-		{"a write guard column equal to fenced counts as fenced",
-			`{"role": "primary", "state": "connected", "guard": "fenced", "guard_reason": "the partner is the primary"}`,
-			KeeperStatus{Role: "primary", State: "connected", Guard: "fenced", Fenced: true, FenceReason: "the partner is the primary"}},
-		{"another write guard is not fenced",
-			`{"role": "primary", "state": "connected", "guard": "leased"}`,
-			KeeperStatus{Role: "primary", State: "connected", Guard: "leased"}},
-		{"the fenced state counts when there is no column",
-			`{"role": "primary", "state": "fenced"}`,
-			KeeperStatus{Role: "primary", State: "fenced", Fenced: true}},
-		{"promoted_at and config_error are read",
-			`{"role": "primary", "state": "misconfigured", "promoted_at": "2024-05-01T12:00:00+02:00", "config_error": "bad"}`,
-			KeeperStatus{Role: "primary", State: "misconfigured", ConfigError: "bad", PromotedAt: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseKeeperStatus([]byte(tt.json))
-			require.NoError(t, err)
-			got.PromotedAt = got.PromotedAt.UTC()
-			if tt.want.PromotedAt.IsZero() {
-				got.PromotedAt = time.Time{}
-			}
-			assert.Equal(t, tt.want, got)
-		})
-	}
-	_, err := ParseKeeperStatus([]byte(`{"state": "alone"}`))
-	assert.Error(t, err, "role is required")
-}
-
-func TestErrTextIsOneLineWithoutPasswords(t *testing.T) {
-	err := errors.New("failed to connect to `user=x database=y`:\n\t127.0.0.1:1 (127.0.0.1): dial error: refused\n\t127.0.0.1:1 (127.0.0.1): dial error: refused\nin postgresql://x:S3cret@h/db")
-	got := errText(err)
-	assert.Equal(t, "failed to connect to `user=x database=y`: 127.0.0.1:1 (127.0.0.1): dial error: refused: in postgresql://x:********@h/db", got)
 }
 
 func TestNewGathererChecksTheNodes(t *testing.T) {

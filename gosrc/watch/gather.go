@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/status"
 )
 
 // Defaults of GatherOptions.
@@ -23,7 +23,7 @@ const (
 	DefaultFailoverLogTable    = "failover_log"
 	// ApplicationName is how the watcher's sessions appear in
 	// pg_stat_activity, unless the connection string sets one.
-	ApplicationName = "pg_keeper_go watch"
+	ApplicationName = pgsession.ApplicationName + " watch"
 	// recheck is how long a missing failover log (database or table) or a
 	// missing privilege is remembered before the next attempt, so that a
 	// watcher polling every 250 ms does not fill the server log with
@@ -44,12 +44,12 @@ type GatherOptions struct {
 // only works on a primary (or a standby) is guarded by pg_is_in_recovery().
 const factsSQL = `select pg_is_in_recovery(),
        current_setting('default_transaction_read_only')::bool,
-       (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text,
+       (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text,
        case when pg_is_in_recovery()
             then coalesce((select received_tli from pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
-            else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
+            else ` + pgsession.TimelineSQL + ` end,
        coalesce((select status = 'streaming' from pg_stat_wal_receiver), false),
-       case when pg_is_in_recovery() then ` + probe.ReplayLagSQL + ` end,
+       case when pg_is_in_recovery() then ` + pgsession.ReplayLagSQL + ` end,
        to_regprocedure('pg_keeper_status()') is not null`
 
 // Gatherer reads the facts of a fixed set of nodes over persistent
@@ -73,8 +73,8 @@ type nodeState struct {
 	name string
 	host string
 	port uint16
-	main session
-	log  *session // nil when the failover log is in the main session's database
+	main *pgsession.Session
+	log  *pgsession.Session // nil when the failover log is in the main session's database
 	// logSkip and keeperSkip: the failover log or pg_keeper_status() could
 	// not be read for a lasting reason; not tried again before a time.
 	logSkip, keeperSkip skip
@@ -97,7 +97,7 @@ func NewGatherer(nodes []string, opt GatherOptions) (*Gatherer, error) {
 		if err != nil {
 			return nil, err
 		}
-		n := &nodeState{host: cfg.Host, port: cfg.Port, main: session{cfg: cfg}}
+		n := &nodeState{host: cfg.Host, port: cfg.Port, main: pgsession.NewWithConfig(cfg)}
 		n.name = NodeName(cfg.Host, cfg.Port)
 		if seen[n.name] {
 			return nil, fmt.Errorf("node %s is given twice", n.name)
@@ -106,7 +106,7 @@ func NewGatherer(nodes []string, opt GatherOptions) (*Gatherer, error) {
 		if opt.FailoverLogDatabase != "" && opt.FailoverLogDatabase != cfg.Database {
 			lc := cfg.Copy()
 			lc.Database = opt.FailoverLogDatabase
-			n.log = &session{cfg: lc}
+			n.log = pgsession.NewWithConfig(lc)
 		}
 		g.nodes = append(g.nodes, n)
 	}
@@ -130,7 +130,7 @@ func parseNode(s string) (*pgx.ConnConfig, error) {
 			return nil, fmt.Errorf("connection string %q names several hosts: give each node its own --node", conninfo.Redact(s))
 		}
 	}
-	return probe.NewConnConfig(pc, ApplicationName)
+	return pgsession.NewConnConfig(pc, ApplicationName)
 }
 
 // Nodes returns the names of the nodes, in the order given.
@@ -152,6 +152,11 @@ func (g *Gatherer) Gather(ctx context.Context) []NodeFacts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					out[i] = NodeFacts{Node: n.name, Host: n.host, Port: n.port, Error: fmt.Sprintf("internal error: %v", r)}
+				}
+			}()
 			out[i] = g.gatherOne(ctx, n)
 		}()
 	}
@@ -162,19 +167,11 @@ func (g *Gatherer) Gather(ctx context.Context) []NodeFacts {
 // Close closes every connection, waiting at most a second for servers
 // that do not answer.
 func (g *Gatherer) Close() {
-	var wg sync.WaitGroup
+	var all []*pgsession.Session
 	for _, n := range g.nodes {
-		for _, s := range []*session{&n.main, n.log} {
-			if s != nil {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					s.close()
-				}()
-			}
-		}
+		all = append(all, n.main, n.log)
 	}
-	wg.Wait()
+	pgsession.CloseAll(all...)
 }
 
 func (g *Gatherer) gatherOne(ctx context.Context, n *nodeState) NodeFacts {
@@ -185,9 +182,9 @@ func (g *Gatherer) gatherOne(ctx context.Context, n *nodeState) NodeFacts {
 		lag       *float64
 		hasKeeper bool
 	)
-	conn, err := n.main.queryRow(ctx, factsSQL, &f.InRecovery, &f.ReadOnly, &lsn, &timeline, &f.Streaming, &lag, &hasKeeper)
+	err := n.main.QueryRow(ctx, factsSQL, &f.InRecovery, &f.ReadOnly, &lsn, &timeline, &f.Streaming, &lag, &hasKeeper)
 	if err != nil {
-		f.Error = errText(err)
+		f.Error = conninfo.ErrorLine(err)
 		return f
 	}
 	f.Reachable = true
@@ -206,16 +203,15 @@ func (g *Gatherer) gatherOne(ctx context.Context, n *nodeState) NodeFacts {
 	case now.Before(n.keeperSkip.until):
 		f.KeeperError = n.keeperSkip.err
 	default:
-		k, err := readKeeper(ctx, conn)
+		k, err := readKeeper(ctx, n.main)
 		switch {
 		case err == nil:
 			f.Keeper = &k
-		case sqlState(err) == "42501": // insufficient_privilege: lasts until a GRANT
-			f.KeeperError = errText(err)
+		case pgsession.SQLState(err) == "42501": // insufficient_privilege: lasts until a GRANT
+			f.KeeperError = conninfo.ErrorLine(err)
 			n.keeperSkip = skip{now.Add(recheck), f.KeeperError}
 		default:
-			n.main.failed(err)
-			f.KeeperError = errText(err)
+			f.KeeperError = conninfo.ErrorLine(err)
 		}
 	}
 	switch {
@@ -223,15 +219,15 @@ func (g *Gatherer) gatherOne(ctx context.Context, n *nodeState) NodeFacts {
 	case now.Before(n.logSkip.until):
 		f.FailoverLogError = n.logSkip.err
 	default:
-		row, missing, err := g.readFailoverLog(ctx, n, conn)
+		row, missing, err := g.readFailoverLog(ctx, n)
 		switch {
 		case missing:
 			n.logSkip = skip{until: now.Add(recheck)}
-		case sqlState(err) == "42501":
-			f.FailoverLogError = errText(err)
+		case pgsession.SQLState(err) == "42501":
+			f.FailoverLogError = conninfo.ErrorLine(err)
 			n.logSkip = skip{now.Add(recheck), f.FailoverLogError}
 		case err != nil:
-			f.FailoverLogError = errText(err)
+			f.FailoverLogError = conninfo.ErrorLine(err)
 		default:
 			f.LastFailover = row
 		}
@@ -239,40 +235,35 @@ func (g *Gatherer) gatherOne(ctx context.Context, n *nodeState) NodeFacts {
 	return f
 }
 
-// readKeeper calls pg_keeper_status(); its columns differ between
-// versions, so the row is read as JSON.
-func readKeeper(ctx context.Context, conn *pgx.Conn) (KeeperStatus, error) {
+// readKeeper reads pg_keeper_status() into the keeper's snapshot type;
+// its columns differ between versions, so the row is read as JSON.
+func readKeeper(ctx context.Context, s *pgsession.Session) (status.Snapshot, error) {
 	var js string
-	if err := conn.QueryRow(ctx, "select to_jsonb(s)::text from pg_keeper_status() s").Scan(&js); err != nil {
-		return KeeperStatus{}, fmt.Errorf("pg_keeper_status(): %w", err)
+	if err := s.QueryRow(ctx, status.SQL, &js); err != nil {
+		return status.Snapshot{}, fmt.Errorf("pg_keeper_status(): %w", err)
 	}
-	return ParseKeeperStatus([]byte(js))
+	return status.ParseSQLRow([]byte(js))
 }
 
 // readFailoverLog returns the newest row of the failover log, nil when
 // the table is empty.  missing is true when the database or the table
 // does not exist.
-func (g *Gatherer) readFailoverLog(ctx context.Context, n *nodeState, main *pgx.Conn) (row *FailoverRow, missing bool, err error) {
-	conn, s := main, &n.main
+func (g *Gatherer) readFailoverLog(ctx context.Context, n *nodeState) (row *FailoverRow, missing bool, err error) {
+	s := n.main
 	if n.log != nil {
 		s = n.log
-		if conn, err = s.get(ctx); err != nil {
-			if sqlState(err) == "3D000" { // invalid_catalog_name: no such database
-				return nil, true, nil
-			}
-			return nil, false, fmt.Errorf("failover log: %w", err)
-		}
 	}
 	table := pgx.Identifier(strings.Split(g.opt.FailoverLogTable, ".")).Sanitize()
 	var js string
-	err = conn.QueryRow(ctx, "select to_jsonb(f)::text from "+table+" f order by unixtime desc limit 1").Scan(&js)
-	switch {
+	err = s.QueryRow(ctx, "select to_jsonb(f)::text from "+table+" f order by unixtime desc limit 1", &js)
+	switch code := pgsession.SQLState(err); {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, false, nil
-	case sqlState(err) == "42P01" || sqlState(err) == "3F000": // undefined_table, invalid_schema_name
+	case code == "3D000" && n.log != nil: // invalid_catalog_name: no such database
+		return nil, true, nil
+	case code == "42P01" || code == "3F000": // undefined_table, invalid_schema_name
 		return nil, true, nil
 	case err != nil:
-		s.failed(err)
 		return nil, false, fmt.Errorf("failover log %s.%s: %w", g.opt.FailoverLogDatabase, g.opt.FailoverLogTable, err)
 	}
 	r, err := ParseFailoverRow([]byte(js))
@@ -280,106 +271,4 @@ func (g *Gatherer) readFailoverLog(ctx context.Context, n *nodeState, main *pgx.
 		return nil, false, err
 	}
 	return &r, false, nil
-}
-
-// errText returns err's text without any password, on one line: pgx puts
-// each connection attempt (TLS, then plain with sslmode=prefer) on its own
-// line; repeated lines are dropped.
-func errText(err error) string {
-	var parts []string
-	for _, l := range strings.Split(conninfo.RedactError(err), "\n") {
-		l = strings.TrimSuffix(strings.TrimSpace(l), ":")
-		if l != "" && (len(parts) == 0 || parts[len(parts)-1] != l) {
-			parts = append(parts, l)
-		}
-	}
-	return strings.Join(parts, ": ")
-}
-
-// sqlState returns the SQLSTATE of a server error, "" for other errors.
-func sqlState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
-}
-
-// session is a persistent connection to one database of a node.
-type session struct {
-	cfg  *pgx.ConnConfig
-	conn *pgx.Conn
-}
-
-// get returns the open connection, or opens one under ctx.
-func (s *session) get(ctx context.Context) (*pgx.Conn, error) {
-	if s.conn != nil && !s.conn.IsClosed() {
-		return s.conn, nil
-	}
-	s.conn = nil
-	conn, err := pgx.ConnectConfig(ctx, s.cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	s.conn = conn
-	return conn, nil
-}
-
-// queryRow runs sql and scans its row into dest, and returns the
-// connection for more queries.  A persistent connection that broke while
-// idle (a network error, or a server that ended the session, e.g. on a
-// restart) is replaced once within the same deadline, so that it does not
-// make a healthy node look unreachable.
-func (s *session) queryRow(ctx context.Context, sql string, dest ...any) (*pgx.Conn, error) {
-	reused := s.conn != nil && !s.conn.IsClosed()
-	conn, err := s.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	err = conn.QueryRow(ctx, sql).Scan(dest...)
-	if err != nil && reused && (sqlState(err) == "" || conn.IsClosed()) && ctx.Err() == nil {
-		s.drop()
-		if conn, err = s.get(ctx); err != nil {
-			return nil, err
-		}
-		err = conn.QueryRow(ctx, sql).Scan(dest...)
-	}
-	if err != nil {
-		s.failed(err)
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	return conn, nil
-}
-
-// failed drops the connection after err unless the server itself answered
-// with an error (the connection is then still usable).
-func (s *session) failed(err error) {
-	if sqlState(err) == "" {
-		s.drop()
-	}
-}
-
-// drop closes the connection in the background: a hung server must not
-// hold the caller up.
-func (s *session) drop() {
-	if s.conn == nil {
-		return
-	}
-	c := s.conn
-	s.conn = nil
-	go closeConn(c)
-}
-
-// close closes the connection and waits for it, at most a second.
-func (s *session) close() {
-	if s.conn != nil {
-		closeConn(s.conn)
-		s.conn = nil
-	}
-}
-
-func closeConn(c *pgx.Conn) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = c.Close(ctx)
 }

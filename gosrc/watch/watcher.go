@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/command"
 )
 
 // Target is the chosen primary, as --set templates see it: {{.Host}},
@@ -71,8 +74,8 @@ type Source interface {
 	Gather(ctx context.Context) []NodeFacts
 }
 
-// CommandRunner runs the command after a change; RunCommand is one.
-type CommandRunner func(ctx context.Context, line string, timeout time.Duration, env []string) CommandResult
+// CommandRunner runs the command after a change; command.Run is one.
+type CommandRunner func(ctx context.Context, spec command.Spec) command.Result
 
 // Config is what a Watcher does.
 type Config struct {
@@ -89,7 +92,7 @@ type Config struct {
 	// Log receives one line per change, per command result and per
 	// distinct problem; a line per round at debug level.
 	Log *slog.Logger
-	// Run runs Command; nil means RunCommand.
+	// Run runs Command; nil means command.Run.
 	Run CommandRunner
 }
 
@@ -109,7 +112,7 @@ type Watcher struct {
 type Outcome struct {
 	Decision *Decision         // nil when no primary was chosen
 	Changes  []KeyChange       // the keys rewritten, nil if the file was not written
-	Command  *CommandResult    // nil when no command ran
+	Command  *command.Result   // nil when no command ran
 	Values   map[string]string // the values the file should hold
 }
 
@@ -132,7 +135,7 @@ func NewWatcher(cfg Config) (*Watcher, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Run == nil {
-		cfg.Run = RunCommand
+		cfg.Run = command.Run
 	}
 	keys := make([]string, 0, len(cfg.Set))
 	seen := map[string]bool{}
@@ -170,7 +173,7 @@ func (w *Watcher) Run(ctx, cmdCtx context.Context) error {
 // values differ from what the file holds, rewrite the file and run the
 // command once.  It logs what it did; the error is for --once: it wraps
 // ErrNoPrimary or ErrAmbiguous when no primary was chosen, is a
-// *CommandError when the command failed, and describes the file's problem
+// *command.Error when the command failed, and describes the file's problem
 // otherwise.  Nothing is written when no primary is chosen.
 func (w *Watcher) Step(ctx, cmdCtx context.Context) (Outcome, error) {
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
@@ -223,13 +226,13 @@ func (w *Watcher) Step(ctx, cmdCtx context.Context) (Outcome, error) {
 	if w.cfg.Command == "" {
 		return out, nil
 	}
-	env := []string{
-		"PG_KEEPER_PRIMARY_HOST=" + target.Host,
-		"PG_KEEPER_PRIMARY_PORT=" + strconv.Itoa(int(target.Port)),
-		"PG_KEEPER_PRIMARY_TIMELINE=" + strconv.FormatUint(uint64(target.Timeline), 10),
-		"PG_KEEPER_FILE=" + w.cfg.File,
-	}
-	res := w.cfg.Run(cmdCtx, w.cfg.Command, w.cfg.CommandTimeout, env)
+	env := append(os.Environ(),
+		"PG_KEEPER_PRIMARY_HOST="+target.Host,
+		"PG_KEEPER_PRIMARY_PORT="+strconv.Itoa(int(target.Port)),
+		"PG_KEEPER_PRIMARY_TIMELINE="+strconv.FormatUint(uint64(target.Timeline), 10),
+		"PG_KEEPER_FILE="+w.cfg.File,
+	)
+	res := w.cfg.Run(cmdCtx, command.Spec{Line: w.cfg.Command, Env: env, Timeout: w.cfg.CommandTimeout})
 	out.Command = &res
 	attrs := []any{"command", res.Command, "duration", res.Duration.Round(time.Millisecond), "exit_code", res.ExitCode}
 	if o := strings.TrimSpace(res.Output); o != "" {
@@ -239,7 +242,7 @@ func (w *Watcher) Step(ctx, cmdCtx context.Context) (Outcome, error) {
 		w.cfg.Log.Info("command succeeded", attrs...)
 		return out, nil
 	}
-	cerr := &CommandError{Result: res}
+	cerr := &command.Error{Result: res}
 	if res.TimedOut {
 		w.cfg.Log.Error("command timed out and was killed; it is not run again until the primary changes", attrs...)
 	} else {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/command"
 )
 
 // fakeSource returns the facts set with set; it counts rounds.
@@ -49,13 +51,13 @@ type fakeRunner struct {
 	fail bool
 }
 
-func (r *fakeRunner) run(_ context.Context, line string, timeout time.Duration, env []string) CommandResult {
-	r.runs = append(r.runs, line)
-	r.envs = append(r.envs, env)
+func (r *fakeRunner) run(_ context.Context, spec command.Spec) command.Result {
+	r.runs = append(r.runs, spec.Line)
+	r.envs = append(r.envs, spec.Env)
 	if r.fail {
-		return CommandResult{Command: line, ExitCode: 1, Output: "restart failed", Err: errorString("exit status 1")}
+		return command.Result{Command: spec.Line, ExitCode: 1, Output: "restart failed", Err: errorString("exit status 1")}
 	}
-	return CommandResult{Command: line, Output: "ok"}
+	return command.Result{Command: spec.Line, Output: "ok"}
 }
 
 type errorString string
@@ -131,8 +133,8 @@ func TestAStartWithTheFileWrongRewritesItAndRunsTheCommandOnce(t *testing.T) {
 	assert.Equal(t, []KeyChange{{Key: "database.port", Old: "5432", New: "5433"}}, out.Changes)
 	require.NotNil(t, out.Command)
 	assert.Equal(t, []string{"restart app"}, h.run.runs)
-	assert.Equal(t, []string{"PG_KEEPER_PRIMARY_HOST=127.0.0.1", "PG_KEEPER_PRIMARY_PORT=5433", "PG_KEEPER_PRIMARY_TIMELINE=2",
-		"PG_KEEPER_FILE=" + h.path}, h.run.envs[0])
+	assert.Equal(t, append(os.Environ(), "PG_KEEPER_PRIMARY_HOST=127.0.0.1", "PG_KEEPER_PRIMARY_PORT=5433", "PG_KEEPER_PRIMARY_TIMELINE=2",
+		"PG_KEEPER_FILE="+h.path), h.run.envs[0], "the watcher's environment and the primary's address")
 	assert.Equal(t, "# app\ndatabase:\n  host: 127.0.0.1 # the primary\n  port: 5433\n  name: app\n", stateOf(t, h.path).content)
 	changed := h.lines("primary changed: file rewritten")
 	require.Len(t, changed, 1)
@@ -213,7 +215,7 @@ func TestAFailingCommandIsReportedAndNotRetried(t *testing.T) {
 	h.run.fail = true
 	h.src.set(at(5433, primary("", 1)))
 	_, err := h.step(t)
-	var cerr *CommandError
+	var cerr *command.Error
 	require.ErrorAs(t, err, &cerr)
 	assert.Contains(t, err.Error(), "restart failed")
 	assert.Contains(t, stateOf(t, h.path).content, "port: 5433", "the file names the primary")

@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/keeper"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
 	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
 )
 
@@ -125,7 +125,7 @@ func TestLeaseCost(t *testing.T) {
 	const reads = 1_000_000
 	start := time.Now()
 	for range reads {
-		keeper.Boottime()
+		host.Boottime()
 	}
 	perRead := time.Since(start) / reads
 	perTx := time.Duration(float64(time.Second) * 4 / leased) // 4 clients

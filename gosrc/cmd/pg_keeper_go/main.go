@@ -54,12 +54,12 @@ Run 'pg_keeper_go COMMAND --help' for a command's flags.
 
 ` + exitCodesHelp
 
-// command is one subcommand.
-type command struct {
+// subcommand is one command of the command line.
+type subcommand struct {
 	run func(ctx, hard context.Context, args []string, stdout, stderr io.Writer) int
 }
 
-var commands = map[string]command{
+var commands = map[string]subcommand{
 	"status": {runStatus},
 	"watch":  {runWatch},
 	"fsm":    {runFSM},

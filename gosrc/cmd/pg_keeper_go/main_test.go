@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/command"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/watch"
 )
@@ -198,6 +199,6 @@ func TestExitCodesFollowTheDecision(t *testing.T) {
 	assert.Equal(t, exitOK, stepCode(nil))
 	assert.Equal(t, exitNoPrimary, stepCode(noPrimary))
 	assert.Equal(t, exitAmbiguous, stepCode(ambiguous))
-	assert.Equal(t, exitError, stepCode(&watch.CommandError{}))
+	assert.Equal(t, exitError, stepCode(&command.Error{}))
 	assert.Equal(t, exitError, stepCode(fmt.Errorf("app.yaml: %w", os.ErrPermission)))
 }

@@ -1,4 +1,12 @@
-package probe
+// Package witness keeps the keepers' lease rows on a third PostgreSQL
+// server (pg_keeper.witness_conninfo): a primary renews its lease there, a
+// standby records itself and promotes only after claiming the primary's
+// role there.
+//
+// Rows are keyed by the cluster's system identifier and the node's name;
+// every change runs in a transaction that first takes an advisory lock on
+// the cluster, so a renewal and a claim never interleave.
+package witness
 
 import (
 	"context"
@@ -8,39 +16,41 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pg-keeper-go/pg_keeper_go/gosrc/keeper"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
+	sqlfiles "github.com/pg-keeper-go/pg_keeper_go/sql"
 )
 
-// WitnessTable is the table the keepers keep their rows in on the witness
+// Table is the table the keepers keep their rows in on the witness
 // (sql/pg_keeper_witness.sql creates it; the keeper does when it may).
-const WitnessTable = "pg_keeper_witness"
+const Table = "pg_keeper_witness"
 
-const createWitnessTable = `create table if not exists pg_keeper_witness (
-    system_identifier numeric(20) not null,
-    node text not null,
-    role text not null,
-    timeline integer not null,
-    lease_until timestamptz,
-    updated_at timestamptz not null,
-    primary key (system_identifier, node))`
+// ErrLeaseHeld is returned by Claim while another node holds the primary
+// lease at the witness.
+var ErrLeaseHeld = errors.New("another node holds the primary lease at the witness")
 
-// Witness implements keeper.Witness over one session to the witness
-// server.  Its rows are keyed by the cluster's system identifier and the
-// node's name; every change runs in a transaction that first takes an
-// advisory lock on the cluster, so a renewal and a claim never interleave.
+// Lease is the answer of the witness to a primary's renewal.
+type Lease struct {
+	Renewed bool // the witness extended this primary's lease
+	// SupersededBy names the node the witness knows as primary on a newer
+	// timeline (Renewed is then false).
+	SupersededBy string
+	Timeline     uint32 // that node's timeline
+}
+
+// Witness is one node's session to the witness server.  Its methods must
+// not be called concurrently.
 type Witness struct {
-	session *Session
+	session *pgsession.Session
 	node    string
 	sysid   string
 	created bool
 }
 
-// NewWitness prepares the session to s.WitnessConninfo for the node named
-// node of the cluster systemID; it does not connect.
-func NewWitness(s keeper.Settings, node string, systemID uint64) (keeper.Witness, error) {
-	session, err := NewSession(s.WitnessConninfo)
+// New prepares the session to the witness for the node named node of the
+// cluster systemID; it does not connect.
+func New(conninfo, node string, systemID uint64) (*Witness, error) {
+	session, err := pgsession.New(conninfo, pgsession.ApplicationName)
 	if err != nil {
 		return nil, err
 	}
@@ -54,11 +64,10 @@ func (w *Witness) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		return err
 	}
 	if !w.created {
-		if _, err := conn.Exec(ctx, createWitnessTable); err != nil {
-			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
-				w.session.drop()
-				return fmt.Errorf("create %s on the witness: %w", WitnessTable, err)
+		if _, err := conn.Exec(ctx, sqlfiles.Witness); err != nil {
+			if pgsession.SQLState(err) != "42501" {
+				w.session.Failed(err)
+				return fmt.Errorf("create %s on the witness: %w", Table, err)
 			}
 			// Not allowed to create it: it may exist already.
 		}
@@ -70,15 +79,16 @@ func (w *Witness) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		}
 		return fn(tx)
 	})
-	if err != nil && !isServerError(err) {
-		w.session.drop()
+	if err != nil {
+		w.session.Failed(err)
 	}
 	return err
 }
 
-// RenewPrimary implements keeper.Witness.
-func (w *Witness) RenewPrimary(ctx context.Context, timeline uint32, lease time.Duration) (keeper.WitnessLease, error) {
-	var wl keeper.WitnessLease
+// RenewPrimary extends this primary's lease there by lease, unless a node
+// of the same cluster is registered as primary on a newer timeline.
+func (w *Witness) RenewPrimary(ctx context.Context, timeline uint32, lease time.Duration) (Lease, error) {
+	var wl Lease
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
 		var tl int32
 		err := tx.QueryRow(ctx, `select node, timeline from pg_keeper_witness
@@ -96,7 +106,7 @@ func (w *Witness) RenewPrimary(ctx context.Context, timeline uint32, lease time.
 		return err
 	})
 	if err != nil {
-		return keeper.WitnessLease{}, fmt.Errorf("witness: %w", err)
+		return Lease{}, fmt.Errorf("witness: %w", err)
 	}
 	return wl, nil
 }
@@ -115,10 +125,10 @@ func (w *Witness) upsert(ctx context.Context, tx pgx.Tx, role string, timeline u
 	return err
 }
 
-// StandbyHeartbeat implements keeper.Witness.
-func (w *Witness) StandbyHeartbeat(ctx context.Context, timeline uint32, margin time.Duration) (bool, string, error) {
-	var holder string
-	err := w.inTx(ctx, func(tx pgx.Tx) error {
+// StandbyHeartbeat records this standby and reports whether another node
+// holds a primary lease there that has not expired by margin.
+func (w *Witness) StandbyHeartbeat(ctx context.Context, timeline uint32, margin time.Duration) (primaryLeased bool, holder string, err error) {
+	err = w.inTx(ctx, func(tx pgx.Tx) error {
 		if err := w.upsert(ctx, tx, "standby", timeline, 0); err != nil {
 			return err
 		}
@@ -144,11 +154,9 @@ func (w *Witness) leaseHolder(ctx context.Context, tx pgx.Tx, margin time.Durati
 	return err
 }
 
-// ErrLeaseHeld is returned by Claim while another node holds the primary
-// lease at the witness.
-var ErrLeaseHeld = errors.New("another node holds the primary lease at the witness")
-
-// Claim implements keeper.Witness.
+// Claim registers this node as primary on newTimeline, unless another
+// node's primary lease has not expired by margin.  It is atomic with
+// respect to RenewPrimary.
 func (w *Witness) Claim(ctx context.Context, newTimeline uint32, lease, margin time.Duration) error {
 	err := w.inTx(ctx, func(tx pgx.Tx) error {
 		var holder string

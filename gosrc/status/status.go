@@ -1,4 +1,12 @@
-package api
+// Package status is the keeper's status snapshot: the one type that the
+// keeper publishes to shared memory (pg_keeper_status()), that the HTTP
+// API serves as /status, and that the pg_keeper_go command reads back from
+// pg_keeper_status() and prints as JSON.
+//
+// It never holds a password: Scrubbed passes every free-text field through
+// package conninfo's scrubber, and the HTTP API scrubs once more on the way
+// in.
+package status
 
 import (
 	"encoding/json"
@@ -17,12 +25,11 @@ const (
 
 // Snapshot is one view of the keeper and its node: the facts of
 // pg_keeper_status() plus what routing needs.  The keeper fills it on its
-// main goroutine and hands a copy to Server.Update; HTTP handlers only read
-// copies.  It never holds a password: Update scrubs the free-text fields
-// once more on the way in.
+// main goroutine once per turn; readers only get copies.
 //
 // In JSON, field names are snake_case, times are RFC 3339 and left out when
-// zero, and KeepaliveTime is keepalive_time_seconds.
+// zero, and durations are in seconds (keepalive_time_seconds,
+// failover_after_seconds).
 type Snapshot struct {
 	// Role is "primary", "standby" or "unknown" (before the first decision).
 	Role string `json:"role"`
@@ -37,12 +44,15 @@ type Snapshot struct {
 	KeepaliveTime time.Duration `json:"-"`
 	// KeepaliveCount is pg_keeper.keepalive_count.
 	KeepaliveCount int `json:"keepalive_count"`
+	// FailoverAfter is keepalive_time x keepalive_count, as the keeper's
+	// settings compute it (pg_keeper_status() shows it as failover_after).
+	FailoverAfter time.Duration `json:"-"`
 	// Timeline is the node's timeline: the insert timeline on a primary,
 	// the replay timeline on a standby.
 	Timeline uint32 `json:"timeline"`
 	// LSN is the node's WAL position in PostgreSQL's text form ("0/3000148"):
 	// the insert position on a primary, the replay position on a standby.
-	LSN string `json:"lsn"`
+	LSN string `json:"lsn,omitempty"`
 	// LastSuccess is the time of the last good check of the partner.
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	// LastFailure is the time of the last failed check of the partner.
@@ -65,18 +75,17 @@ type Snapshot struct {
 	// FenceReason says why the node is fenced.
 	FenceReason string `json:"fence_reason,omitempty"`
 	// Streaming is true on a standby whose WAL receiver is streaming from
-	// its primary (pg_stat_wal_receiver.status = 'streaming').
+	// its primary.
 	Streaming bool `json:"streaming"`
 	// ReplayLagSeconds is, on a standby, how far replay is behind: 0 when
 	// everything received has been replayed, otherwise the age of the last
-	// replayed transaction (now() - pg_last_xact_replay_timestamp()).  It
-	// is 0 on a primary.
+	// replayed transaction.  It is 0 on a primary.
 	ReplayLagSeconds float64 `json:"replay_lag_seconds"`
 	// Failovers is the number of promotions this keeper made since the
 	// worker started; it only grows (pg_keeper_failovers_total).
 	Failovers int `json:"failovers"`
 	// LastFailoverAt is the time of the newest failover known to the node
-	// (its own promotion since the worker started; the CLI's status command
+	// (its own promotion since the worker started; the command's status
 	// reads failover_log for the history).
 	LastFailoverAt time.Time `json:"last_failover_at,omitzero"`
 	// Guard is a primary's write guard, as pg_keeper_status() shows it:
@@ -84,55 +93,56 @@ type Snapshot struct {
 	Guard string `json:"guard,omitempty"`
 	// GuardReason says why the guard is in that mode.
 	GuardReason string `json:"guard_reason,omitempty"`
-	// PromotionHeld says why a standby that lost its primary does not
-	// promote yet ("" when nothing holds it).
+	// PromotionHeld says why the keeper does not act on a lost partner
+	// yet: why a standby does not promote, or why a primary does not
+	// switch to asynchronous replication ("" when nothing holds it).
 	PromotionHeld string `json:"promotion_held,omitempty"`
 	// WorkerPID is the process ID of the keeper's background worker.
 	WorkerPID int `json:"worker_pid,omitempty"`
 	// ConfigError says what is wrong with the settings, if anything.
 	ConfigError string `json:"config_error,omitempty"`
 	// UpdatedAt is when the keeper made this snapshot.  A snapshot older
-	// than the server's stale limit is not trusted for routing.
+	// than the HTTP API's stale limit is not trusted for routing.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
-// plainSnapshot is Snapshot without its methods, for encoding/json.
-type plainSnapshot Snapshot
+// plain is Snapshot without its methods, for encoding/json.
+type plain Snapshot
 
-// snapshotJSON is the wire form of a Snapshot.
-type snapshotJSON struct {
-	plainSnapshot
+// Wire is the JSON form of a Snapshot: its fields with the durations in
+// seconds.
+type Wire struct {
+	plain
 	KeepaliveTimeSeconds float64 `json:"keepalive_time_seconds"`
-	// FailoverAfterSeconds is keepalive_time x keepalive_count, as
-	// pg_keeper_status() shows failover_after.
 	FailoverAfterSeconds float64 `json:"failover_after_seconds"`
 }
 
-// MarshalJSON encodes the snapshot with KeepaliveTime in seconds.
-func (s Snapshot) MarshalJSON() ([]byte, error) {
-	return json.Marshal(s.wire())
+// Wire returns the JSON form of s, to embed in a larger JSON object.
+func (s Snapshot) Wire() Wire {
+	return Wire{plain(s), s.KeepaliveTime.Seconds(), s.FailoverAfter.Seconds()}
 }
 
-// wire returns the wire form of s.
-func (s Snapshot) wire() snapshotJSON {
-	return snapshotJSON{plainSnapshot(s), s.KeepaliveTime.Seconds(), s.KeepaliveTime.Seconds() * float64(s.KeepaliveCount)}
-}
+// MarshalJSON encodes the snapshot's Wire form.
+func (s Snapshot) MarshalJSON() ([]byte, error) { return json.Marshal(s.Wire()) }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.
 func (s *Snapshot) UnmarshalJSON(b []byte) error {
-	var w snapshotJSON
+	var w Wire
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	*s = Snapshot(w.plainSnapshot)
-	s.KeepaliveTime = time.Duration(w.KeepaliveTimeSeconds * float64(time.Second))
+	*s = Snapshot(w.plain)
+	s.KeepaliveTime = seconds(w.KeepaliveTimeSeconds)
+	s.FailoverAfter = seconds(w.FailoverAfterSeconds)
 	return nil
 }
 
-// scrubbed returns s with every free-text field passed through the password
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+
+// Scrubbed returns s with every free-text field passed through the password
 // scrubber of package conninfo: the keeper fills them from error messages,
 // which may quote a connection string.
-func (s Snapshot) scrubbed() Snapshot {
+func (s Snapshot) Scrubbed() Snapshot {
 	scrub := func(v string) string {
 		if v == "" {
 			return v

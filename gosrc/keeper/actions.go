@@ -1,0 +1,287 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/command"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/node"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
+)
+
+const (
+	// writableTimeout bounds the wait for a promoted node to accept writes.
+	writableTimeout = 30 * time.Second
+	// recordTimeout bounds writing the failover record.
+	recordTimeout = 10 * time.Second
+	// syncTimeout bounds switching synchronous replication off or on.
+	syncTimeout = 10 * time.Second
+	// fenceTimeout bounds ending the client sessions of a fenced node.
+	fenceTimeout = 10 * time.Second
+)
+
+// actionFunc runs the action of a transition, with the decision that
+// chose it.  An error leaves the keeper where it was.
+type actionFunc func(k *Keeper, d fsm.Decision) error
+
+// actions pairs each action of the state machine's table with the
+// function that does it, as pg_auto_failover's KeeperFSM pairs each
+// transition with its function.  A test checks that every fsm action has
+// one.
+var actions = map[fsm.Action]actionFunc{
+	fsm.None:            func(*Keeper, fsm.Decision) error { return nil },
+	fsm.Promote:         (*Keeper).promote,
+	fsm.FinishPromotion: (*Keeper).finishPromotion,
+	fsm.DisableSync:     (*Keeper).disableSync,
+	fsm.RestoreSync:     (*Keeper).restoreSync,
+	fsm.Fence:           (*Keeper).fence,
+}
+
+// transition takes the table's transition to d.State, running its action,
+// and reports whether it did.  A failed action leaves the keeper where it
+// was; it tries again next turn.
+func (k *Keeper) transition(d fsm.Decision) bool {
+	t, ok := fsm.Lookup(k.state, d.State)
+	if !ok {
+		t = fsm.Transition{From: k.state, To: d.State, Why: "no such transition in the table (a bug)"}
+	}
+	msg := fmt.Sprintf("pg_keeper_go: transition from %q to %q: %s", k.state, d.State, t.Why)
+	if f := k.facts(); f != "" && d.State != fsm.Misconfigured {
+		msg += " (" + f + ")"
+	}
+	k.host.Log(host.LevelInfo, msg, "", "")
+	run, ok := actions[t.Action]
+	if !ok {
+		run = func(*Keeper, fsm.Decision) error { return fmt.Errorf("no function for action %q (a bug)", t.Action) }
+	}
+	if err := run(k, d); err != nil {
+		if !errors.Is(err, errShutdown) {
+			k.host.Log(host.LevelWarning, fmt.Sprintf("pg_keeper_go: %s failed: %s", t.Action, conninfo.RedactError(err)),
+				"", fmt.Sprintf("The keeper stays in state %q and tries again in %s.", k.state, k.settings.KeepaliveTime))
+		}
+		return false
+	}
+	k.state = d.State
+	k.host.SetTitle(d.State.Title())
+	return true
+}
+
+// promote closes lease grants, decides once more with the last grant read
+// under the lock that closed them (one may have been granted since the
+// observation), claims the primary lease at the witness, sets the guard
+// the promoted node takes writes under, and asks the server to promote.
+// Whatever fails before the request reopens the grants.
+func (k *Keeper) promote(d fsm.Decision) error {
+	lsn, tli, err := k.host.WALPosition()
+	if err != nil {
+		lsn = 0
+	}
+	last, err := k.host.LeaseGrants(host.GrantsClose)
+	if err == nil {
+		o := k.obs
+		o.LastGrant, o.Now = last, host.Boottime()
+		if again := fsm.Decide(o); again.State != fsm.StandbyPromoting {
+			err = fmt.Errorf("promotion held after closing lease grants: %s", again.Hold)
+		}
+	}
+	claimStart := host.Boottime() // the lease the claim registers starts no earlier
+	if err == nil && k.conns.witness != nil {
+		w := k.conns.witness
+		err = k.await(k.settings.KeepaliveTime, func(ctx context.Context) error {
+			return w.Claim(ctx, tli+1, k.settings.Lease(), k.settings.LeaseMargin())
+		})
+	}
+	if err == nil {
+		if d.Guard == host.GuardLeased {
+			k.obs.LeaseUntil = claimStart + k.settings.Lease()
+		}
+		if err = k.host.SetGuard(d.Guard, k.obs.LeaseUntil, d.GuardReason); err == nil {
+			k.guard = appliedGuard{d.Guard, d.GuardReason}
+		}
+	}
+	if err == nil {
+		err = k.host.Promote()
+	}
+	if err != nil {
+		if _, rerr := k.host.LeaseGrants(host.GrantsOpen); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return err
+	}
+	k.obs.Armed, k.obs.Judged = false, true
+	k.saveState()
+	k.promo.askedAt = time.Now()
+	k.promo.lsn = lsn
+	k.host.SetTitle(fsm.StandbyPromoting.Title())
+	return nil
+}
+
+// finishPromotion runs once recovery has ended: it waits until the node
+// accepts writes, records the failover and starts after_command.  Each step
+// that fails is logged; none of them undoes the promotion.
+func (k *Keeper) finishPromotion(fsm.Decision) error {
+	k.promo.at = time.Now()
+	k.promo.failovers++
+	local := k.conns.local
+	err := k.await(writableTimeout, func(ctx context.Context) error { return local.WaitWritable(ctx) })
+	if errors.Is(err, errShutdown) {
+		return nil
+	}
+	_, tli, _ := k.host.WALPosition()
+	writable := time.Since(k.promo.askedAt).Round(time.Millisecond)
+	if err != nil {
+		k.host.Log(host.LevelWarning, "pg_keeper_go: promoted node does not accept writes yet: "+conninfo.RedactError(err), "",
+			"Check pg_keeper.my_conninfo; the failover record and after_command run anyway.")
+	} else {
+		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: promoted: the node accepts writes on timeline %d, %s after the promotion request", tli, writable), "", "")
+	}
+
+	rec := node.FailoverRecord{
+		PromotedAt:  k.promo.at,
+		Host:        k.self.hostname,
+		OldPrimary:  k.partner,
+		NewTimeline: tli,
+		PromoteLSN:  k.promo.lsn,
+		Reason:      fmt.Sprintf("%d of %d checks of the primary failed; last: %s", k.obs.Failures, k.settings.KeepaliveCount, k.history.lastReason),
+	}
+	if k.settings.FailoverLogDatabase != "" {
+		var recorded bool
+		err := k.await(recordTimeout, func(ctx context.Context) (err error) {
+			recorded, err = local.RecordFailover(ctx, rec)
+			return err
+		})
+		switch {
+		case errors.Is(err, errShutdown):
+			return nil
+		case recorded:
+			k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: failover recorded in %s", k.settings.failoverLogTarget()), "", "")
+		case err != nil:
+			k.host.Log(host.LevelWarning, "pg_keeper_go: failover not recorded: "+conninfo.RedactError(err), "",
+				"Create the table with sql/pg_state.sql, or set pg_keeper.failover_log_database = '' to turn the record off.")
+		}
+	}
+	k.startAfterCommand(rec)
+	return nil
+}
+
+// startAfterCommand starts after_command from the main goroutine (a child
+// forked on another thread would inherit its blocked signals) and reaps it
+// in the background; its output goes to the server log.
+func (k *Keeper) startAfterCommand(rec node.FailoverRecord) {
+	if k.settings.AfterCommand == "" {
+		return
+	}
+	env := []string{
+		"PG_KEEPER_ROLE=primary",
+		"PG_KEEPER_OLD_PRIMARY=" + rec.OldPrimary,
+		fmt.Sprintf("PG_KEEPER_TIMELINE=%d", rec.NewTimeline),
+		"PG_KEEPER_PROMOTE_LSN=" + pgsession.FormatLSN(rec.PromoteLSN),
+		fmt.Sprintf("PG_KEEPER_PROMOTED_AT=%d", rec.PromotedAt.Unix()),
+	}
+	for _, name := range []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "PGPASSFILE", "PGSERVICEFILE", "PGSYSCONFDIR"} {
+		if v, ok := k.host.Env(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	if k.self.dataDir != "" {
+		env = append(env, "PGDATA="+k.self.dataDir)
+	}
+	p, err := command.Start(context.Background(), command.Spec{Line: k.settings.AfterCommand, Env: env, Dir: k.self.dataDir,
+		Timeout: k.settings.AfterCommandTimeout})
+	if err != nil {
+		k.host.Log(host.LevelWarning, "pg_keeper_go: could not start after_command: "+err.Error(), "", "Check pg_keeper.after_command.")
+		return
+	}
+	k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: after_command started (pid %d)", p.Pid()), "", "")
+	k.goSafe(func() {
+		res := p.Wait()
+		k.post(func() { k.logCommand(res) })
+	})
+}
+
+func (k *Keeper) logCommand(res command.Result) {
+	level, msg := host.LevelInfo, fmt.Sprintf("pg_keeper_go: after_command finished in %s", res.Duration.Round(time.Millisecond))
+	switch {
+	case res.TimedOut:
+		level, msg = host.LevelWarning, fmt.Sprintf("pg_keeper_go: after_command killed after %s (pg_keeper.after_command_timeout)", res.Duration.Round(time.Millisecond))
+	case res.Err != nil:
+		level, msg = host.LevelWarning, fmt.Sprintf("pg_keeper_go: after_command failed after %s: %v", res.Duration.Round(time.Millisecond), res.Err)
+	}
+	detail := ""
+	if out := strings.TrimSpace(res.Output); out != "" {
+		detail = "Output:\n" + out
+	}
+	k.host.Log(level, msg, detail, "")
+}
+
+// disableSync switches synchronous replication off and remembers the
+// setting it had (in the state file too).  The state machine holds it back
+// while the lease has expired; once switched it does nothing.
+func (k *Keeper) disableSync(fsm.Decision) error {
+	if k.sync != nil {
+		return nil
+	}
+	local := k.conns.local
+	var saved node.SyncSetting
+	err := k.await(syncTimeout, func(ctx context.Context) (err error) {
+		saved, err = local.DisableSync(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	k.sync = &saved
+	k.saveState()
+	k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: switched to asynchronous replication: synchronous_standby_names was %q", saved.Value),
+		"Commits no longer wait for the lost standby.", "The keeper restores the setting when the standby streams again.")
+	return nil
+}
+
+// restoreSync puts back the setting disableSync saved.
+func (k *Keeper) restoreSync(fsm.Decision) error {
+	saved, local := *k.sync, k.conns.local
+	if err := k.await(syncTimeout, func(ctx context.Context) error { return local.RestoreSync(ctx, saved) }); err != nil {
+		return err
+	}
+	k.sync = nil
+	k.saveState()
+	k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: restored synchronous replication: synchronous_standby_names = %q", saved.Value), "", "")
+	return nil
+}
+
+// fenceHint tells the operator how to bring a fenced node back.
+const fenceHint = "Rebuild this node as a standby of the new primary (pg_rewind, or a fresh pg_basebackup) and start it with standby.signal; see the README, \"Bringing a fenced node back\"."
+
+// fence makes this primary refuse connections and writes, persists it, and
+// ends the sessions of ordinary clients.
+func (k *Keeper) fence(d fsm.Decision) error {
+	if err := k.host.SetGuard(host.GuardFenced, 0, d.Fence); err != nil {
+		return err
+	}
+	k.guard = appliedGuard{host.GuardFenced, d.Fence}
+	k.saveState()
+	k.host.Log(host.LevelWarning, "pg_keeper_go: this node is fenced: "+d.Fence,
+		"It refuses ordinary connections and write commits.", fenceHint)
+	var n int
+	local := k.conns.local
+	err := k.await(fenceTimeout, func(ctx context.Context) (err error) {
+		if local == nil {
+			return errors.New("no connection to this node (the settings are invalid)")
+		}
+		n, err = local.TerminateClients(ctx)
+		return err
+	})
+	if err != nil {
+		k.host.Log(host.LevelWarning, "pg_keeper_go: could not end client sessions of the fenced node: "+err.Error(), "",
+			"Their writes cannot commit anyway; the role of pg_keeper.my_conninfo needs pg_signal_backend to end them.")
+	} else {
+		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: ended %d client sessions of the fenced node", n), "", "")
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/witness"
+)
+
+// pauseSlack is how much longer than its deadline a check may seem to take
+// before the keeper concludes that it was paused (a stopped process, a
+// suspended machine) and discards the check.
+const pauseSlack = time.Second
+
+// check runs one check of the partner (and of the witness, at the same
+// time) and writes what it learnt into the observation.  Its deadline is
+// keepalive_time, except for a check whose failure would make the keeper
+// act (the keepalive_count-th in a row): that one gets check_timeout.
+// Only that last deadline adds to the time a silent partner takes to be
+// declared lost, while the earlier checks tolerate a lost packet or two
+// (TCP retransmits after 200 ms or more).
+func (k *Keeper) check(inRecovery bool) {
+	o := &k.obs
+	o.PartnerAnswered, o.PartnerSystemID, o.PartnerInRecovery, o.PartnerTimeline = false, 0, false, 0
+	if err := k.ensureConns(); err != nil {
+		k.countFailure(err)
+		k.sched.nextCheck = time.Now().Add(k.settings.KeepaliveTime)
+		return
+	}
+	start := time.Now()
+	k.sched.lastCheck = start
+	k.sched.nextCheck = start.Add(k.settings.KeepaliveTime)
+	bootStart := host.Boottime()
+	var (
+		sc     probe.StandbyCheck
+		pc     probe.PrimaryCheck
+		wl     witness.Lease
+		wErr   error
+		holder string
+	)
+	deadline := k.settings.KeepaliveTime
+	if o.Failures+1 >= k.settings.KeepaliveCount {
+		deadline = k.settings.CheckTimeout
+	}
+	_, timeline, _ := k.host.WALPosition()
+	prober, w := k.conns.prober, k.conns.witness
+	err := k.await(deadline, func(ctx context.Context) error {
+		// The witness is asked at the same time as the partner: a primary
+		// whose standby hangs must still renew its lease there in time.
+		var wg sync.WaitGroup
+		if w != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if inRecovery {
+					_, holder, wErr = w.StandbyHeartbeat(ctx, timeline, k.settings.LeaseMargin())
+				} else {
+					wl, wErr = w.RenewPrimary(ctx, timeline, k.settings.Lease())
+				}
+			}()
+		}
+		defer wg.Wait()
+		var err error
+		if inRecovery {
+			pc, err = prober.CheckPrimary(ctx)
+		} else {
+			sc, err = prober.CheckStandby(ctx)
+		}
+		return err
+	})
+	switch {
+	case k.loop.shutdown:
+		return
+	case k.conns.stale:
+		// The settings changed under the check: its result says nothing.
+		k.closeConns()
+		k.sched.nextCheck = time.Now()
+		return
+	}
+	if took := time.Since(start); took > deadline+pauseSlack {
+		// This process did not run for a while (a stopped process, a
+		// suspended machine): what the check saw is stale, and counting
+		// it could promote a standby over one pause.  Check again now.
+		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: a check took %s for a deadline of %s: the keeper was paused; the check is discarded and repeated",
+			took.Round(time.Millisecond), deadline), "", "")
+		k.sched.nextCheck = time.Now()
+		return
+	}
+	o.Judged = true
+	o.WitnessErr, o.WitnessHolder, o.SupersededBy, o.SupersededTimeline = "", "", "", 0
+	if w != nil {
+		o.WitnessErr, o.WitnessHolder = conninfo.ErrorLine(wErr), holder
+		k.logOnce("witness", o.WitnessErr, host.LevelWarning, "pg_keeper_go: the witness cannot be reached: ",
+			"Check pg_keeper.witness_conninfo; the witness's role needs CREATE on its schema once, or run sql/pg_keeper_witness.sql there.")
+	}
+	partner := sc.Partner
+	if inRecovery {
+		partner = pc.Partner
+		o.WALReceiverAge, k.history.replayLag = pc.WALReceiverAge, pc.ReplayLag
+		k.logOnce("walreceiver", conninfo.ErrorLine(pc.WALReceiverErr), host.LevelWarning, "pg_keeper_go: cannot read the WAL receiver: ",
+			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")
+	} else {
+		o.SyncConfigured = sc.SyncStandbyNames != ""
+		k.primaryLease(bootStart, sc, wl, wErr, err)
+	}
+	o.PartnerAnswered, o.PartnerSystemID = partner.Answered, partner.SystemIdentifier
+	o.PartnerInRecovery, o.PartnerTimeline = partner.InRecovery, partner.Timeline
+
+	var answered *probe.AnsweredError
+	if errors.As(err, &answered) {
+		// Alive, but something is wrong that a failover would not cure.
+		if msg := conninfo.RedactError(answered.Err); msg != k.history.lastAnswered {
+			k.history.lastAnswered = msg
+			k.host.Log(host.LevelWarning, "pg_keeper_go: the partner answers with an error: "+msg, "This does not count as a failed check.", "Check pg_keeper.partner_conninfo and the partner's pg_hba.conf.")
+		}
+		err = nil
+	}
+	k.observeCheck(time.Since(start), err == nil)
+	if err != nil {
+		k.countFailure(err)
+		return
+	}
+	if o.Failures > 0 {
+		k.host.Log(host.LevelDebug, fmt.Sprintf("pg_keeper_go: partner answered after %d failed checks", o.Failures), "", "")
+	}
+	o.Failures = 0
+	k.history.firstFailure = time.Time{}
+	k.history.lastSuccess = time.Now()
+	if inRecovery {
+		o.EverConnected = true
+	}
+}
+
+func (k *Keeper) countFailure(err error) {
+	now := time.Now()
+	if k.obs.Failures == 0 {
+		k.history.firstFailure = now
+	}
+	k.obs.Failures++
+	k.history.lastFailure = now
+	k.history.lastReason = conninfo.ErrorLine(err)
+}
+
+// primaryLease extends this primary's lease from what one check brought:
+// a grant of the standby or a renewal at the witness; and notes what the
+// witness said of a newer primary.
+func (k *Keeper) primaryLease(start time.Duration, sc probe.StandbyCheck, wl witness.Lease, wErr, checkErr error) {
+	o := &k.obs
+	lease := k.settings.Lease()
+	if sc.Granted {
+		o.LeaseUntil = max(o.LeaseUntil, start+lease)
+		o.Armed = true
+	}
+	o.PartnerLost = checkErr != nil || !sc.Granted
+	if wErr == nil && wl.Renewed {
+		o.LeaseUntil = max(o.LeaseUntil, start+lease)
+	}
+	o.SupersededBy, o.SupersededTimeline = wl.SupersededBy, wl.Timeline
+	k.logOnce("grant", conninfo.ErrorLine(sc.GrantErr), host.LevelWarning, "pg_keeper_go: the standby cannot grant a lease: ",
+		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.partner_conninfo on the primary (it replicates to the standby). Until then writes are not guarded by the standby's lease.")
+	k.logOnce("heartbeat", conninfo.ErrorLine(sc.HeartbeatErr), host.LevelWarning, "pg_keeper_go: cannot write the WAL heartbeat: ",
+		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.my_conninfo (its role must be a superuser); without the heartbeat the standby of an idle primary cannot tell a lost check network from a lost primary.")
+}
+
+// observe completes the observation with the facts of this turn (the
+// settings, the node, the clock) and returns it.
+func (k *Keeper) observe(inRecovery bool) fsm.Observation {
+	o := &k.obs
+	s := k.settings
+	o.Current = k.state
+	o.ConfigError = ""
+	if k.configErr != nil {
+		o.ConfigError = k.configErr.Error()
+	}
+	o.Partner = k.partner
+	o.Threshold, o.KeepaliveTime = s.KeepaliveCount, s.KeepaliveTime
+	o.Lease, o.Margin = s.Lease(), s.LeaseMargin()
+	o.Witness, o.Safety = s.WitnessConninfo != "", s.SplitBrainPolicy == Safety
+	o.InRecovery = inRecovery
+	o.SystemID = k.self.systemID
+	o.Timeline = 0 // unknown: no fence from the partner's timeline
+	if _, tli, err := k.host.WALPosition(); err == nil {
+		o.Timeline = tli
+	}
+	o.Now = host.Boottime()
+	o.SwitchedAsync = k.sync != nil
+	o.LastGrant = 0
+	if inRecovery {
+		last, err := k.host.LeaseGrants(host.GrantsRead)
+		if err != nil {
+			last = o.Now // cannot tell: assume a grant just now
+		}
+		o.LastGrant = last
+	}
+	return *o
+}
+
+// apply keeps what a decision carries over to the next turn, logs what it
+// found once, and brings the next check forward to when a hold may end.
+func (k *Keeper) apply(d fsm.Decision) {
+	o := &k.obs
+	o.Fenced, o.ClusterError, o.Armed = d.Fence, d.ClusterError, d.Armed
+	k.saveState()
+	k.logOnce("cluster", d.ClusterError, host.LevelWarning, "pg_keeper_go: ",
+		"Point pg_keeper.partner_conninfo at this node's standby or primary; the keeper neither promotes nor fences until then.")
+	if d.Hold != "" && d.Hold != k.hold {
+		what := "promotion held: "
+		if !o.InRecovery {
+			what = "switch to asynchronous replication held: "
+		}
+		k.host.Log(host.LevelInfo, "pg_keeper_go: "+what+d.Hold, k.facts(), "")
+	}
+	k.hold = d.Hold
+	if d.RecheckIn > 0 {
+		if at := time.Now().Add(d.RecheckIn); at.Before(k.sched.nextCheck) {
+			k.sched.nextCheck = at
+		}
+	}
+}
+
+// applyGuard sets the write guard of this primary in shared memory when
+// it changes (and, under a lease, whenever the lease moves).
+func (k *Keeper) applyGuard(d fsm.Decision) {
+	if d.GuardReason == "" || d.Guard == k.guard.mode && d.GuardReason == k.guard.reason && d.Guard != host.GuardLeased {
+		return
+	}
+	if err := k.host.SetGuard(d.Guard, k.obs.LeaseUntil, d.GuardReason); err != nil {
+		k.host.Log(host.LevelWarning, "pg_keeper_go: could not set the write guard: "+err.Error(), "", "")
+		return
+	}
+	if d.Guard != k.guard.mode || d.GuardReason != k.guard.reason {
+		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: write guard %s: %s", d.Guard, d.GuardReason), "", "")
+	}
+	k.guard = appliedGuard{d.Guard, d.GuardReason}
+}
+
+// facts describes the checks behind a decision, for its log line.
+func (k *Keeper) facts() string {
+	if k.obs.Failures == 0 {
+		if k.history.lastSuccess.IsZero() {
+			return ""
+		}
+		return fmt.Sprintf("last good check %s ago", time.Since(k.history.lastSuccess).Round(time.Millisecond))
+	}
+	return fmt.Sprintf("%d of %d checks failed in a row over %s, last: %s",
+		k.obs.Failures, k.settings.KeepaliveCount, time.Since(k.history.firstFailure).Round(time.Millisecond), k.history.lastReason)
+}
