@@ -1,0 +1,117 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
+)
+
+// TestFastShutdownIsQuickWhilePartnerHangs points both keepers at a
+// listener that accepts connections and never answers, so a check is
+// always in flight, and stops both servers with -m fast (pg_ctl gives up
+// after 10 s).
+func TestFastShutdownIsQuickWhilePartnerHangs(t *testing.T) {
+	p := startPair(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	held := make(chan net.Conn, 100) // accepted, never answered
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	defer func() {
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	}()
+	blackhole := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres", ln.Addr().(*net.TCPAddr).Port)
+	for _, n := range []*pgtest.Node{p.primary, p.standby} {
+		n.AlterSystem(t, "pg_keeper.keepalive_time", "30")
+		n.AlterSystem(t, "pg_keeper.partner_conninfo", pgtest.Quote(blackhole))
+		n.Reload(t)
+		n.WaitLog(t, "settings reloaded", 5*time.Second)
+	}
+	for _, n := range []*pgtest.Node{p.standby, p.primary} {
+		took, err := n.Stop(t, "fast")
+		require.NoError(t, err, "fast shutdown of %s", n.Name)
+		t.Logf("fast shutdown of %s with a check in flight: %s", n.Name, took)
+	}
+}
+
+// TestKeeperExitsWhenThePostmasterDies kills only the postmaster: the
+// keeper must not linger as an orphan.
+func TestKeeperExitsWhenThePostmasterDies(t *testing.T) {
+	p := startPair(t, nil)
+	pid := p.standby.QueryString(t, "postgres", "select worker_pid from pg_keeper_status()")
+	pm, err := p.standby.PostmasterPID()
+	require.NoError(t, err)
+	require.NoError(t, syscall.Kill(pm, syscall.SIGKILL))
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		_, err := os.Stat("/proc/" + pid + "/status")
+		if err == nil {
+			b, _ := os.ReadFile("/proc/" + pid + "/status")
+			if strings.Contains(string(b), "State:\tZ") {
+				return true, "" // exited, waiting for its reaper
+			}
+		}
+		return err != nil, "keeper process " + pid + " still runs"
+	})
+}
+
+// TestLoadingOutsideSharedPreloadLibrariesIsRefused: LOAD or CREATE
+// EXTENSION on a server without the library preloaded fails with a hint.
+func TestLoadingOutsideSharedPreloadLibrariesIsRefused(t *testing.T) {
+	in := pgtest.Require(t, true)
+	n := in.NewPrimary(t, "plain", nil)
+	for _, stmt := range []string{"load 'pg_keeper_go'", "create extension pg_keeper_go"} {
+		_, err := n.TryQueryString(context.Background(), "postgres", stmt)
+		require.Error(t, err, stmt)
+		assert.Contains(t, err.Error(), "pg_keeper_go must be loaded via shared_preload_libraries", stmt)
+	}
+	assert.Contains(t, n.Log(), "HINT:  Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")
+}
+
+// TestPrivileges: pg_monitor members read the status; other roles neither
+// the status nor the conninfos.
+func TestPrivileges(t *testing.T) {
+	p := startPair(t, nil)
+	n := p.primary
+	n.Exec(t, "postgres", "create role monitor login in role pg_monitor")
+	n.Exec(t, "postgres", "create role app login")
+	as := func(role, sql string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, strings.Replace(n.ConnString("postgres"), "user=postgres", "user="+role, 1))
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		var s string
+		err = conn.QueryRow(ctx, sql).Scan(&s)
+		return s, err
+	}
+	got, err := as("monitor", "select role from pg_keeper_status()")
+	require.NoError(t, err)
+	assert.Equal(t, "primary", got)
+	_, err = as("app", "select role from pg_keeper_status()")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "permission denied for function pg_keeper_status")
+	_, err = as("app", "show pg_keeper.partner_conninfo")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "must be superuser or have privileges of pg_read_all_settings")
+}
