@@ -29,10 +29,14 @@ const (
 	RestoreSync Action = "restore-sync"
 	// Fence refuses connections and writes and ends client sessions.
 	Fence Action = "fence"
+	// RecordPrimary writes this node into the failover log as the primary
+	// when the log has no row yet, so that readers of the log find the
+	// primary before any failover.  It never holds the transition back.
+	RecordPrimary Action = "record-primary"
 )
 
 // Actions lists every action but None.
-var Actions = []Action{Promote, FinishPromotion, DisableSync, RestoreSync, Fence}
+var Actions = []Action{Promote, FinishPromotion, DisableSync, RestoreSync, Fence, RecordPrimary}
 
 // Reasons that several rows share.
 const (
@@ -61,7 +65,7 @@ type Transition struct {
 var Table = []Transition{
 	{Init, Misconfigured, whyMisconfigured, None},
 	{Init, StandbyConnecting, "the node is in recovery", None},
-	{Init, PrimaryConnected, "the node is a primary", None},
+	{Init, PrimaryConnected, "the node is a primary and its standby streams", RecordPrimary},
 	{Init, PrimaryFailing, "the node is a primary", None},
 	{Init, PrimaryAlone, "the node is a primary", None},
 	{Init, PrimaryAsync, "the node is a primary that switched to asynchronous replication before, or whose synchronous standby is lost", DisableSync},
@@ -112,13 +116,13 @@ var Table = []Transition{
 	{PrimaryConnected, PrimaryFenced, whyFence, Fence},
 	{PrimaryConnected, Misconfigured, whyMisconfigured, None},
 
-	{PrimaryFailing, PrimaryConnected, "the standby answered and streams", None},
+	{PrimaryFailing, PrimaryConnected, "the standby answered and streams", RecordPrimary},
 	{PrimaryFailing, PrimaryAlone, whyAlone, None},
 	{PrimaryFailing, PrimaryAsync, whyAsync, DisableSync},
 	{PrimaryFailing, PrimaryFenced, whyFence, Fence},
 	{PrimaryFailing, Misconfigured, whyMisconfigured, None},
 
-	{PrimaryAlone, PrimaryConnected, "the standby answered and streams", None},
+	{PrimaryAlone, PrimaryConnected, "the standby answered and streams", RecordPrimary},
 	{PrimaryAlone, PrimaryFailing, whyRaised, None},
 	{PrimaryAlone, PrimaryAsync, "synchronous replication was turned on while the standby is lost", DisableSync},
 	{PrimaryAlone, PrimaryFenced, whyFence, Fence},

@@ -41,6 +41,7 @@ var actions = map[fsm.Action]actionFunc{
 	fsm.DisableSync:     (*Keeper).disableSync,
 	fsm.RestoreSync:     (*Keeper).restoreSync,
 	fsm.Fence:           (*Keeper).fence,
+	fsm.RecordPrimary:   (*Keeper).recordPrimary,
 }
 
 // transition takes the table's transition to d.State, running its action,
@@ -282,6 +283,47 @@ func (k *Keeper) fence(d fsm.Decision) error {
 			"Their writes cannot commit anyway; the role of pg_keeper.my_conninfo needs pg_signal_backend to end them.")
 	} else {
 		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: ended %d client sessions of the fenced node", n), "", "")
+	}
+	return nil
+}
+
+// recordPrimary writes this node into an empty failover log as the
+// primary, once per run of the worker, so that readers of the log (the
+// users' monitor, pg_keeper_go watch) find the primary before the first
+// failover.  A problem is logged once; it never holds the transition back.
+func (k *Keeper) recordPrimary(fsm.Decision) error {
+	if k.settings.FailoverLogDatabase == "" || k.promo.logChecked {
+		return nil
+	}
+	_, tli, _ := k.host.WALPosition()
+	rec := node.FailoverRecord{
+		PromotedAt:  time.Now(),
+		Host:        k.self.hostname,
+		NewTimeline: tli,
+		Reason:      "initial primary: the failover log had no row when the keeper first saw its standby stream",
+		Initial:     true,
+	}
+	local := k.conns.local
+	var recorded bool
+	err := k.await(recordTimeout, func(ctx context.Context) (err error) {
+		recorded, err = local.RecordFailover(ctx, rec)
+		return err
+	})
+	if errors.Is(err, errShutdown) {
+		return nil
+	}
+	msg := ""
+	if err != nil {
+		msg = conninfo.RedactError(err)
+	}
+	k.logOnce("initial-record", msg, host.LevelWarning, "pg_keeper_go: could not record the initial primary in the failover log: ",
+		"Create the table with sql/pg_state.sql, or set pg_keeper.failover_log_database = '' to turn the record off; the keeper tries again when the standby next comes back.")
+	if err != nil {
+		return nil
+	}
+	k.promo.logChecked = true
+	if recorded {
+		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: recorded this node as the initial primary in %s", k.settings.failoverLogTarget()), "", "")
 	}
 	return nil
 }

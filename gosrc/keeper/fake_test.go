@@ -253,6 +253,8 @@ type fakeNode struct {
 	calls    []string
 	records  []node.FailoverRecord
 	restored []node.SyncSetting
+	// recordErr, when set, is what RecordFailover fails with.
+	recordErr atomic.Pointer[error]
 }
 
 func (n *fakeNode) called(what string) {
@@ -263,10 +265,22 @@ func (n *fakeNode) called(what string) {
 
 func (n *fakeNode) WaitWritable(context.Context) error { n.called("writable"); return nil }
 
+// RecordFailover keeps rec; an initial record only goes into an empty
+// log, as node.Local writes it.
 func (n *fakeNode) RecordFailover(_ context.Context, rec node.FailoverRecord) (bool, error) {
-	n.called("record")
+	if rec.Initial {
+		n.called("record initial")
+	} else {
+		n.called("record")
+	}
+	if err := n.recordErr.Load(); err != nil {
+		return false, *err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if rec.Initial && len(n.records) > 0 {
+		return false, nil
+	}
 	n.records = append(n.records, rec)
 	return true, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/node"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/probe"
 )
 
 const (
@@ -87,8 +88,8 @@ type schedule struct{ lastCheck, nextCheck time.Time }
 type checkStats struct {
 	lastSuccess, lastFailure, firstFailure time.Time
 	lastReason                             string
-	lastAnswered                           string        // last error the partner answered with, to log it once
-	replayLag                              time.Duration // the standby's replay lag at the last check
+	lastAnswered                           string             // last error the partner answered with, to log it once
+	standby                                probe.PrimaryCheck // a standby's last check of its primary, for the status
 }
 
 // appliedGuard is the write guard last set in shared memory.
@@ -103,6 +104,9 @@ type promotion struct {
 	lsn       uint64    // the last WAL position replayed before it
 	at        time.Time // when recovery ended
 	failovers int       // promotions since the worker started
+	// logChecked: the failover log has a row (the keeper wrote the
+	// initial primary, or found one); it is not read again this run.
+	logChecked bool
 }
 
 // identity is this node's: its host name, data directory and cluster.

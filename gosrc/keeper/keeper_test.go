@@ -3,6 +3,7 @@ package keeper
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,7 +176,8 @@ func TestPrimarySwitchesToAsyncAndRestoresSync(t *testing.T) {
 		return probe.StandbyCheck{Streaming: 1, SyncStandbyNames: ""}, nil
 	})
 	r.waitStatus(t, "the restore", stateIs("primary", "connected"))
-	assert.Equal(t, []string{"disable-sync", "restore-sync"}, r.node.history())
+	assert.Equal(t, []string{"record initial", "disable-sync", "restore-sync"}, r.node.history(),
+		"the first primary is recorded once, when its standby first streams")
 	assert.Equal(t, []node.SyncSetting{{Value: "*"}}, r.node.restored)
 	state, err = os.ReadFile(filepath.Join(r.host.dataDir, stateFileName))
 	require.NoError(t, err)
@@ -285,4 +287,31 @@ func TestEveryActionOfTheStateMachineHasAFunction(t *testing.T) {
 		assert.NotNil(t, actions[a], "action %q", a)
 	}
 	assert.Len(t, actions, len(fsm.Actions)+1, "no function for an action the table does not know")
+}
+
+func TestTheFirstPrimaryIsRecordedOnceWhenItsStandbyStreams(t *testing.T) {
+	r := startKeeper(t, false, nil)
+	missing := error(fmt.Errorf("%w: no table \"failover_log\" in database \"pg_state\"", node.ErrNoTable))
+	r.node.recordErr.Store(&missing)
+	r.waitStatus(t, "the primary to connect", stateIs("primary", "connected"))
+	assert.Equal(t, []string{"record initial"}, r.node.history())
+	assert.Equal(t, 1, strings.Count(r.host.logText(), "could not record the initial primary"), "a missing table is a warning, once")
+
+	// The standby is lost and back: the keeper tries again, and the log
+	// (created meanwhile) gets its first row, once.
+	r.node.recordErr.Store(nil)
+	for range 2 {
+		r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
+		r.waitStatus(t, "the standby to be lost", stateIs("primary", "alone"))
+		r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+			return probe.StandbyCheck{Streaming: 1, Granted: true}, nil
+		})
+		r.waitStatus(t, "the standby to be back", stateIs("primary", "connected"))
+	}
+	assert.Equal(t, []string{"record initial", "record initial"}, r.node.history(), "once recorded, the log is not read again")
+	require.Len(t, r.node.records, 1)
+	rec := r.node.records[0]
+	assert.True(t, rec.Initial)
+	assert.Contains(t, rec.Reason, "initial primary")
+	assert.Equal(t, 1, strings.Count(r.host.logText(), "recorded this node as the initial primary"))
 }

@@ -29,7 +29,8 @@ type SyncSetting struct {
 	FromAutoConf bool   `json:"from_auto_conf"` // set with ALTER SYSTEM, not in postgresql.conf
 }
 
-// FailoverRecord is the row written to the failover log after a promotion.
+// FailoverRecord is the row written to the failover log after a promotion,
+// or, with Initial, the row that names the first primary of a pair.
 type FailoverRecord struct {
 	PromotedAt  time.Time
 	Host        string // this node's host name
@@ -37,6 +38,10 @@ type FailoverRecord struct {
 	NewTimeline uint32
 	PromoteLSN  uint64 // last WAL position replayed before the promotion
 	Reason      string
+	// Initial: this node is the primary the pair started with; the row
+	// is written only into an empty log, and has no old primary and no
+	// promotion LSN.
+	Initial bool
 }
 
 // Local is the keeper's session to its own node.  Its methods must not be
@@ -85,7 +90,8 @@ var failoverColumns = []string{"unixtime", "host", "old_primary", "new_timeline"
 
 // RecordFailover appends rec to the failover log table, in its own
 // connection to the failover log's database; recorded is false, with a
-// reason in err, when the table or database is missing.
+// reason in err, when the table or database is missing, and without an
+// error when rec is Initial and the log already has a row.
 func (l *Local) RecordFailover(ctx context.Context, rec FailoverRecord) (recorded bool, err error) {
 	s, err := pgsession.New(conninfo.WithDatabase(l.myConninfo, l.logDB), pgsession.ApplicationName)
 	if err != nil {
@@ -120,6 +126,9 @@ func (l *Local) RecordFailover(ctx context.Context, rec FailoverRecord) (recorde
 		"reason":       rec.Reason,
 		"promoted_at":  rec.PromotedAt,
 	}
+	if rec.Initial {
+		values["old_primary"], values["promote_lsn"] = nil, nil
+	}
 	var cols, params []string
 	var args []any
 	for _, c := range failoverColumns {
@@ -136,7 +145,38 @@ func (l *Local) RecordFailover(ctx context.Context, rec FailoverRecord) (recorde
 	}
 	table := pgx.Identifier(strings.Split(l.logTable, ".")).Sanitize()
 	sql := fmt.Sprintf("insert into %s (%s) values (%s)", table, strings.Join(cols, ", "), strings.Join(params, ", "))
+	if rec.Initial {
+		return l.insertIntoEmpty(ctx, conn, table, sql, args)
+	}
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		return false, fmt.Errorf("insert into %s: %w", l.logTable, err)
+	}
+	return true, nil
+}
+
+// insertIntoEmpty runs the insert only when the table has no row: a
+// restart, or the other keeper after a failover, must not add a second
+// "first" primary.  The lock makes two keepers that race agree.
+func (l *Local) insertIntoEmpty(ctx context.Context, conn *pgx.Conn, table, insert string, args []any) (bool, error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("insert into %s: %w", l.logTable, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var exists bool
+	if _, err := tx.Exec(ctx, "lock table "+table+" in share row exclusive mode"); err != nil {
+		return false, fmt.Errorf("lock %s: %w", l.logTable, err)
+	}
+	if err := tx.QueryRow(ctx, "select exists (select from "+table+")").Scan(&exists); err != nil {
+		return false, fmt.Errorf("read %s: %w", l.logTable, err)
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := tx.Exec(ctx, insert, args...); err != nil {
+		return false, fmt.Errorf("insert into %s: %w", l.logTable, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("insert into %s: %w", l.logTable, err)
 	}
 	return true, nil

@@ -360,3 +360,27 @@ func TestSyncStandbyThatAnswersButDoesNotStreamIsLost(t *testing.T) {
 	p.waitState(t, p.primary, "primary", "async", 5*time.Second)
 	assert.Contains(t, p.primary.Log(), `role "nobody" does not exist`)
 }
+
+// TestTheFirstPrimaryIsInTheFailoverLogBeforeAnyFailover: readers of the
+// failover log (the users' monitor reads the newest row on both nodes)
+// find the primary from the start, and a restart adds no second row.
+func TestTheFirstPrimaryIsInTheFailoverLogBeforeAnyFailover(t *testing.T) {
+	// keepalive_count 10: the primary's restart below must not fail it over.
+	p := startPair(t, map[string]string{"pg_keeper.keepalive_count": "10"})
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	const rows = "select count(*) || '|' || string_agg(host || '|' || new_timeline || '|' || coalesce(old_primary, '-') || '|' || reason, ';') from failover_log"
+	for _, n := range []*pgtest.Node{p.primary, p.standby} {
+		pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+			got, err := n.TryQueryString(context.Background(), "pg_state", rows)
+			return err == nil && strings.HasPrefix(got, "1|"+host+"|1|-|initial primary"), fmt.Sprintf("%s: failover_log %q, %v", n.Name, got, err)
+		})
+	}
+	p.primary.WaitLog(t, "recorded this node as the initial primary in pg_state.failover_log", time.Second)
+
+	p.primary.StopOrFail(t, "fast")
+	p.primary.Start(t)
+	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
+	assert.Equal(t, "1", p.primary.QueryString(t, "pg_state", "select count(*) from failover_log"), "a restart adds no second initial row")
+	assert.Equal(t, 1, strings.Count(p.primary.Log(), "recorded this node as the initial primary"))
+}
