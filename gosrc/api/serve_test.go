@@ -182,3 +182,33 @@ func TestUpdatesWhileServingAreSafe(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, 499, got.ConsecutiveFailures)
 }
+
+// TestHAProxysCheckRequestGetsABareStatus sends what HAProxy sends for
+// Patroni's documented configuration ("option httpchk OPTIONS /master",
+// HTTP/1.0) over a real connection and reads the answer as HAProxy does:
+// the status line, no body.
+func TestHAProxysCheckRequestGetsABareStatus(t *testing.T) {
+	s, _ := newTestServer(t)
+	s.Update(primarySnap())
+	addr := strings.TrimPrefix(startServer(t, s), "http://")
+	for request, want := range map[string]string{
+		"OPTIONS /master HTTP/1.0\r\n\r\n":                              "HTTP/1.0 200 OK",
+		"OPTIONS / HTTP/1.0\r\n\r\n":                                    "HTTP/1.0 200 OK",
+		"OPTIONS /replica HTTP/1.0\r\n\r\n":                             "HTTP/1.0 503 Service Unavailable",
+		"GET /primary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n": "HTTP/1.1 200 OK",
+	} {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = conn.Write([]byte(request))
+		require.NoError(t, err)
+		answer, err := io.ReadAll(conn) // the server closes an HTTP/1.0 connection after the answer
+		conn.Close()
+		require.NoError(t, err)
+		head, body, _ := strings.Cut(string(answer), "\r\n\r\n")
+		assert.Equal(t, want, strings.SplitN(head, "\r\n", 2)[0], "%q", request)
+		if strings.HasPrefix(request, "OPTIONS") {
+			assert.Empty(t, body, "%q", request)
+		}
+	}
+}

@@ -21,12 +21,14 @@ var t0 = time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
 func primarySnap() status.Snapshot {
 	return status.Snapshot{Role: status.RolePrimary, State: "connected", Partner: "host=db2 port=5432 dbname=postgres user=keeper",
 		KeepaliveTime: 2 * time.Second, KeepaliveCount: 3, FailoverAfter: 6 * time.Second, Timeline: 2, LSN: "0/3000148", Writable: true,
-		Failovers: 1, LastFailoverAt: t0.Add(-time.Hour), LastSuccess: t0.Add(-time.Second), UpdatedAt: t0.Add(-time.Second)}
+		Failovers: 1, LastFailoverAt: t0.Add(-time.Hour), LastSuccess: t0.Add(-time.Second), UpdatedAt: t0.Add(-time.Second),
+		Guard: "open", GuardReason: "no standby has followed this primary yet"}
 }
 
 func standbySnap() status.Snapshot {
 	return status.Snapshot{Role: status.RoleStandby, State: "connected", KeepaliveTime: 2 * time.Second, KeepaliveCount: 3,
-		Timeline: 2, LSN: "0/3000148", Streaming: true, ReplayLagSeconds: 0.5, UpdatedAt: t0.Add(-time.Second)}
+		Timeline: 2, LSN: "0/3000148", Streaming: true, ReplicationState: "streaming", ReplayLagSeconds: 0.5,
+		ReplayLagBytes: 4096, SyncState: "async", UpdatedAt: t0.Add(-time.Second)}
 }
 
 // newTestServer returns a server whose clock stands at t0.
@@ -66,7 +68,7 @@ func TestEndpointCodesFollowTheNodesRoleAndState(t *testing.T) {
 		{"a primary whose write lease ended is not the primary", with(primarySnap(), func(s *status.Snapshot) { s.WritableUntil = t0.Add(-1500 * time.Millisecond) }), 503, 503, 200, "write lease ended 1.5s ago"},
 		{"a primary in a failing state is still the primary", with(primarySnap(), func(s *status.Snapshot) { s.State, s.ConsecutiveFailures = "failing", 2 }), 200, 503, 200, "not a standby"},
 		{"a streaming standby is a replica", with(standbySnap(), func(*status.Snapshot) {}), 503, 200, 200, "not a primary (role standby)"},
-		{"a standby that does not stream is not a replica", with(standbySnap(), func(s *status.Snapshot) { s.Streaming = false }), 503, 503, 200, "not a primary"},
+		{"a standby that does not stream is still a replica (as in Patroni)", with(standbySnap(), func(s *status.Snapshot) { s.Streaming, s.ReplicationState = false, "" }), 503, 200, 200, "not a primary"},
 		{"a promoting standby is neither", with(standbySnap(), func(s *status.Snapshot) { s.State, s.Streaming = "promoting", false }), 503, 503, 200, "not a primary"},
 		{"a fenced standby is not a replica", with(standbySnap(), func(s *status.Snapshot) { s.Fenced = true }), 503, 503, 200, "not a primary"},
 		{"an unknown role is neither", with(standbySnap(), func(s *status.Snapshot) { s.Role, s.State = status.RoleUnknown, "init" }), 503, 503, 200, "role unknown"},
@@ -143,14 +145,14 @@ func TestParseLagAcceptsSecondsAndDurations(t *testing.T) {
 	}
 }
 
-func TestOnlyGetAndHeadAreAllowed(t *testing.T) {
+func TestOnlyGetHeadAndOptionsAreAllowed(t *testing.T) {
 	s, _ := newTestServer(t)
 	s.Update(primarySnap())
-	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodOptions, "BREW"} {
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, "BREW"} {
 		for _, path := range []string{"/primary", "/metrics", "/status", "/nowhere"} {
 			code, _, hdr := get(t, s, m, path)
 			assert.Equal(t, http.StatusMethodNotAllowed, code, "%s %s", m, path)
-			assert.Equal(t, "GET, HEAD", hdr.Get("Allow"), "%s %s", m, path)
+			assert.Equal(t, "GET, HEAD, OPTIONS", hdr.Get("Allow"), "%s %s", m, path)
 		}
 	}
 	code, _, _ := get(t, s, http.MethodHead, "/primary")

@@ -103,7 +103,7 @@ func (k *Keeper) check(inRecovery bool) {
 	partner := sc.Partner
 	if inRecovery {
 		partner = pc.Partner
-		o.WALReceiverAge, k.history.replayLag = pc.WALReceiverAge, pc.ReplayLag
+		o.WALReceiverAge, k.history.standby = pc.WALReceiverAge, pc
 		k.logOnce("walreceiver", conninfo.ErrorLine(pc.WALReceiverErr), host.LevelWarning, "pg_keeper_go: cannot read the WAL receiver: ",
 			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")
 	} else {

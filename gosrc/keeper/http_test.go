@@ -93,9 +93,13 @@ func TestHTTPAPIFollowsTheKeeperThroughAFailover(t *testing.T) {
 	code, _ = httpGet(t, addr, "/health")
 	assert.Equal(t, 200, code)
 
-	// The WAL receiver stops hearing from the primary: not a replica.
+	waitCode(t, addr, "/replica?replication_state=streaming", 200)
+
+	// The WAL receiver stops hearing from the primary: still a replica,
+	// as in Patroni, but not a streaming one.
 	r.prober.walAge.Store(-1)
-	waitCode(t, addr, "/replica", 503)
+	waitCode(t, addr, "/replica?replication_state=streaming", 503)
+	waitCode(t, addr, "/replica", 200)
 
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
 	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })

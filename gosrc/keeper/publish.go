@@ -59,7 +59,19 @@ func (k *Keeper) snapshot() status.Snapshot {
 		// within two keepalive_time (the primary writes a heartbeat every
 		// keepalive_time).
 		s.Streaming = k.obs.Judged && k.obs.WALReceiverAge >= 0 && k.obs.WALReceiverAge <= 2*k.settings.KeepaliveTime
-		s.ReplayLagSeconds = k.history.replayLag.Seconds()
+		s.ReplayLagSeconds = k.history.standby.ReplayLag.Seconds()
+		s.ReplayLagBytes = -1
+		if k.obs.Judged {
+			s.ReplayLagBytes, s.SyncState = k.history.standby.ReplayLagBytes, k.history.standby.SyncState
+		}
+		// "streaming" means what Streaming means; otherwise the probe
+		// says whether WAL comes from restore_command.
+		switch {
+		case s.Streaming:
+			s.ReplicationState = "streaming"
+		case k.history.standby.ReplicationState == "in archive recovery":
+			s.ReplicationState = k.history.standby.ReplicationState
+		}
 		return s
 	}
 	s.Guard, s.GuardReason = k.guard.mode.String(), k.guard.reason

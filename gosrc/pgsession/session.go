@@ -91,17 +91,22 @@ func NewConnConfig(pc *pgconn.Config, applicationName string) (*pgx.ConnConfig, 
 // server error is returned as the server gave it, other errors say whether
 // connecting or the query failed.
 func (s *Session) QueryRow(ctx context.Context, sql string, dest ...any) error {
+	return s.QueryRowArgs(ctx, sql, nil, dest...)
+}
+
+// QueryRowArgs is QueryRow for a query with arguments ($1, $2, ...).
+func (s *Session) QueryRowArgs(ctx context.Context, sql string, args []any, dest ...any) error {
 	reused, err := s.connect(ctx)
 	if err != nil {
 		return err
 	}
-	err = s.conn.QueryRow(ctx, sql).Scan(dest...)
+	err = s.conn.QueryRow(ctx, sql, args...).Scan(dest...)
 	if reused && s.broken(err) && ctx.Err() == nil {
 		s.drop()
 		if _, err := s.connect(ctx); err != nil {
 			return err
 		}
-		err = s.conn.QueryRow(ctx, sql).Scan(dest...)
+		err = s.conn.QueryRow(ctx, sql, args...).Scan(dest...)
 	}
 	if err == nil || errors.Is(err, pgx.ErrNoRows) {
 		return err

@@ -44,6 +44,16 @@ type PrimaryCheck struct {
 	// received: 0 when it has replayed everything, otherwise the age of
 	// the last replayed transaction.
 	ReplayLag time.Duration
+	// ReplayLagBytes is how much WAL the primary had written beyond what
+	// this standby had replayed; -1 when the primary did not answer.
+	ReplayLagBytes int64
+	// ReplicationState is "streaming", "in archive recovery" (replaying
+	// from restore_command) or "".
+	ReplicationState string
+	// SyncState is this standby's sync_state in the primary's
+	// pg_stat_replication ("sync", "quorum", "potential", "async"), ""
+	// when the primary did not answer or does not list it.
+	SyncState string
 }
 
 // StandbyCheck is what a primary learns from one check of its standby.
@@ -102,22 +112,38 @@ const partnerFacts = `select pg_is_in_recovery(),
        case when pg_is_in_recovery() then 0 else ` + pgsession.TimelineSQL + ` end`
 
 // walReceiverAge is how long ago the WAL receiver heard from the primary,
-// in seconds, or -1 when it does not stream; and the replay lag in seconds
-// (0 before the first replayed transaction).
+// in seconds, or -1 when it does not stream; the replay lag in seconds (0
+// before the first replayed transaction); the replay position in bytes;
+// whether WAL can come from restore_command; and the application name the
+// WAL receiver shows the primary (its conninfo's application_name, else
+// the fallback it sets: cluster_name or "walreceiver").
 const walReceiverAge = `select coalesce((select extract(epoch from clock_timestamp() - last_msg_receipt_time)
                           from pg_stat_wal_receiver where status = 'streaming'), -1)::float8,
-       coalesce(` + pgsession.ReplayLagSQL + `, 0)`
+       coalesce(` + pgsession.ReplayLagSQL + `, 0),
+       coalesce(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), -1)::int8,
+       current_setting('restore_command') <> '',
+       coalesce((select coalesce(substring(conninfo from '(?:^| )application_name=([^ ]+)'),
+                                 substring(conninfo from 'fallback_application_name=([^ ]+)'))
+                   from pg_stat_wal_receiver), '')`
+
+// primaryFacts is partnerFacts on the primary with, for a standby's
+// check, the primary's WAL position in bytes and the sync_state it lists
+// for the application name given as $1.
+const primaryFacts = partnerFacts + `,
+       case when pg_is_in_recovery() then -1 else pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 end,
+       coalesce((select sync_state from pg_stat_replication where application_name = $1
+                  order by state = 'streaming' desc limit 1), '')`
 
 // queryPartner runs sql (partnerFacts, optionally with more columns) on
-// the partner and fills p.
-func (p *Prober) queryPartner(ctx context.Context, sql string, extra ...any) (Partner, error) {
+// the partner with its arguments and fills p.
+func (p *Prober) queryPartner(ctx context.Context, sql string, args []any, extra ...any) (Partner, error) {
 	var (
 		pt       Partner
 		sysid    int64
 		timeline int32
 	)
 	dest := append([]any{&pt.InRecovery, &sysid, &timeline}, extra...)
-	if err := classify(p.partner.QueryRow(ctx, sql, dest...)); err != nil {
+	if err := classify(p.partner.QueryRowArgs(ctx, sql, args, dest...)); err != nil {
 		return pt, err
 	}
 	pt.Answered = true
@@ -130,17 +156,45 @@ func (p *Prober) queryPartner(ctx context.Context, sql string, extra ...any) (Pa
 // its identity; it also reads this standby's WAL receiver (even when the
 // primary does not answer: that is when it matters).
 func (p *Prober) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
-	var pc PrimaryCheck
-	var age, lag float64
-	if err := p.local.QueryRow(ctx, walReceiverAge, &age, &lag); err != nil {
+	pc := PrimaryCheck{ReplayLagBytes: -1}
+	var (
+		age, lag   float64
+		replayed   int64 = -1
+		archive    bool
+		appName    string
+		primaryLSN int64 = -1
+		syncState  string
+	)
+	if err := p.local.QueryRow(ctx, walReceiverAge, &age, &lag, &replayed, &archive, &appName); err != nil {
 		pc.WALReceiverAge, pc.WALReceiverErr = -1, fmt.Errorf("local node: %w", err)
 	} else {
 		pc.WALReceiverAge = time.Duration(age * float64(time.Second))
 		pc.ReplayLag = time.Duration(max(lag, 0) * float64(time.Second))
+		pc.ReplicationState = replicationState(pc.WALReceiverAge >= 0, archive)
+	}
+	if appName == "" {
+		appName = "walreceiver" // PostgreSQL's fallback without cluster_name
 	}
 	var err error
-	pc.Partner, err = p.queryPartner(ctx, partnerFacts)
+	pc.Partner, err = p.queryPartner(ctx, primaryFacts, []any{appName}, &primaryLSN, &syncState)
+	if err == nil {
+		pc.SyncState = syncState
+		if primaryLSN >= 0 && replayed >= 0 {
+			pc.ReplayLagBytes = max(primaryLSN-replayed, 0)
+		}
+	}
 	return pc, err
+}
+
+// replicationState names how a standby gets its WAL, as Patroni does.
+func replicationState(streaming, archive bool) string {
+	switch {
+	case streaming:
+		return "streaming"
+	case archive:
+		return "in archive recovery"
+	}
+	return ""
 }
 
 // classify wraps the errors of a server that answered in AnsweredError,
@@ -177,7 +231,7 @@ func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 	}
 
 	if time.Now().After(p.noGrantUntil) {
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", pg_keeper_grant_lease()", &sc.Granted)
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", pg_keeper_grant_lease()", nil, &sc.Granted)
 		switch pgsession.SQLState(err) {
 		case "42883", "42501", "3F000":
 			// No such function, or not allowed: the extension is missing
@@ -190,7 +244,7 @@ func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 	}
 	if !time.Now().After(p.noGrantUntil) {
 		sc.GrantErr = p.grantErr
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts)
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
 	}
 	var answered *AnsweredError
 	if err != nil && !errors.As(err, &answered) {

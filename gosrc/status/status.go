@@ -81,6 +81,19 @@ type Snapshot struct {
 	// everything received has been replayed, otherwise the age of the last
 	// replayed transaction.  It is 0 on a primary.
 	ReplayLagSeconds float64 `json:"replay_lag_seconds"`
+	// ReplayLagBytes is, on a standby, how many bytes of WAL its primary
+	// had written beyond what this standby had replayed at the last check
+	// (Patroni's ?lag= compares with it); -1 when unknown (the primary did
+	// not answer) and 0 on a primary.
+	ReplayLagBytes int64 `json:"replay_lag_bytes"`
+	// ReplicationState is, on a standby, "streaming" while its WAL
+	// receiver streams, "in archive recovery" while it replays WAL from
+	// restore_command instead, and "" otherwise (Patroni's names).
+	ReplicationState string `json:"replication_state,omitempty"`
+	// SyncState is, on a standby, what its primary's pg_stat_replication
+	// says of it at the last check: "sync", "quorum", "potential" or
+	// "async"; "" when unknown.
+	SyncState string `json:"sync_state,omitempty"`
 	// Failovers is the number of promotions this keeper made since the
 	// worker started; it only grows (pg_keeper_failovers_total).
 	Failovers int `json:"failovers"`

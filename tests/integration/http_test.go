@@ -265,3 +265,55 @@ func TestKeeperFailoverSeenByTheHTTPAPIAndByWatch(t *testing.T) {
 
 	w.stop(t)
 }
+
+// TestPatroniHealthChecksOnARealPair asks a real pair the health checks
+// load balancers copy from Patroni's configuration, then turns on
+// synchronous replication and watches /synchronous and /asynchronous
+// follow what the primary's pg_stat_replication says of its standby.
+func TestPatroniHealthChecksOnARealPair(t *testing.T) {
+	p := startHTTPPair(t)
+	waitCode(t, p.standbyAPI, "/replica?replication_state=streaming", 200, 5*time.Second)
+	for _, c := range []struct {
+		addr, path string
+		code       int
+	}{
+		{p.primaryAPI, "/", 200}, {p.primaryAPI, "/master", 200}, {p.primaryAPI, "/read-write", 200},
+		{p.primaryAPI, "/leader", 200}, {p.primaryAPI, "/read-only", 200}, {p.primaryAPI, "/replica", 503},
+		{p.primaryAPI, "/readiness", 200}, {p.primaryAPI, "/liveness", 200},
+		{p.standbyAPI, "/master", 503}, {p.standbyAPI, "/leader", 503}, {p.standbyAPI, "/read-only", 200},
+		{p.standbyAPI, "/replica?lag=16MB", 200}, {p.standbyAPI, "/readiness", 200},
+		{p.standbyAPI, "/asynchronous", 200}, {p.standbyAPI, "/synchronous", 503},
+		{p.standbyAPI, "/replica?lag=1GiB", 400},
+	} {
+		code, body, err := tryGet(c.addr, c.path)
+		require.NoError(t, err)
+		assert.Equal(t, c.code, code, "GET %s on %s: %s", c.path, c.addr, body)
+	}
+	// What HAProxy sends: OPTIONS, a status and no body.
+	req, err := http.NewRequest(http.MethodOptions, "http://"+p.primaryAPI+"/master", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Empty(t, b)
+
+	_, body, err := tryGet(p.standbyAPI, "/status")
+	require.NoError(t, err)
+	var st map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &st), body)
+	assert.Equal(t, "streaming", st["replication_state"], body)
+	assert.Equal(t, "async", st["sync_state"], body)
+	assert.GreaterOrEqual(t, st["replay_lag_bytes"], float64(0), body)
+
+	// The standby's walreceiver shows the primary its cluster_name.
+	p.primary.AlterSystem(t, "synchronous_standby_names", pgtest.Quote(p.standby.Name))
+	p.primary.Reload(t)
+	waitCode(t, p.standbyAPI, "/synchronous", 200, 10*time.Second)
+	waitCode(t, p.standbyAPI, "/sync", 200, time.Second)
+	waitCode(t, p.standbyAPI, "/asynchronous", 503, time.Second)
+	p.primary.AlterSystem(t, "synchronous_standby_names", "''")
+	p.primary.Reload(t)
+	waitCode(t, p.standbyAPI, "/async", 200, 10*time.Second)
+}
