@@ -40,7 +40,22 @@ var (
 		"Timeline of the node.", nil, nil)
 	descConfigError = prometheus.NewDesc("pg_keeper_config_error",
 		"1 when the keeper's settings are invalid.", nil, nil)
+	descLagBytes = prometheus.NewDesc("pg_keeper_replay_lag_bytes",
+		"On a standby, WAL its primary had written beyond what it had replayed, at the last check.", nil, nil)
+	descGuard = prometheus.NewDesc("pg_keeper_write_guard",
+		"On a primary, the mode of the write guard: 1 for the current mode, 0 for the others.", []string{"mode"}, nil)
+	descLeaseLeft = prometheus.NewDesc("pg_keeper_lease_remaining_seconds",
+		"On a primary whose writes run under a lease, how long the lease lasts without a renewal.", nil, nil)
+	descHeld = prometheus.NewDesc("pg_keeper_action_held",
+		"1 when the keeper does not act on a lost partner yet (a standby holds its promotion, a primary its switch to async).", nil, nil)
+	descKeepaliveTime = prometheus.NewDesc("pg_keeper_keepalive_time_seconds",
+		"The setting pg_keeper.keepalive_time.", nil, nil)
+	descKeepaliveCount = prometheus.NewDesc("pg_keeper_failed_checks_threshold",
+		"The setting pg_keeper.keepalive_count: failed checks in a row after which the keeper acts.", nil, nil)
 )
+
+// guardModes are the write guard's modes, always exported on a primary.
+var guardModes = []string{"pending", "open", "leased", "fenced"}
 
 // roles and states are the label values always exported, so that a series
 // exists (at 0) for every role and state, not only the current one.
@@ -67,7 +82,8 @@ type snapshotCollector struct{ s *Server }
 // Describe sends the descriptors of every metric Collect may send.
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descAge, descRole, descState, descFailedChecks, descFailovers,
-		descLastFailover, descLastSuccess, descFenced, descWritable, descStreaming, descLag, descTimeline, descConfigError} {
+		descLastFailover, descLastSuccess, descFenced, descWritable, descStreaming, descLag, descTimeline, descConfigError,
+		descLagBytes, descGuard, descLeaseLeft, descHeld, descKeepaliveTime, descKeepaliveCount} {
 		ch <- d
 	}
 }
@@ -109,9 +125,29 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descStreaming, b2f(snap.Streaming))
 	if snap.Role == status.RoleStandby {
 		gauge(descLag, snap.ReplayLagSeconds)
+		if snap.ReplayLagBytes >= 0 {
+			gauge(descLagBytes, float64(snap.ReplayLagBytes))
+		}
 	}
+	if snap.Guard != "" {
+		for _, m := range guardModes {
+			gauge(descGuard, b2f(m == snap.Guard), m)
+		}
+	}
+	if snap.Guard == "leased" {
+		left := 0.0
+		if !snap.WritableUntil.IsZero() {
+			left = max(snap.WritableUntil.Sub(c.s.now()).Seconds(), 0)
+		}
+		gauge(descLeaseLeft, left)
+	}
+	gauge(descHeld, b2f(snap.PromotionHeld != ""))
 	gauge(descTimeline, float64(snap.Timeline))
 	gauge(descConfigError, b2f(snap.ConfigError != ""))
+	if snap.KeepaliveTime > 0 {
+		gauge(descKeepaliveTime, snap.KeepaliveTime.Seconds())
+		gauge(descKeepaliveCount, float64(snap.KeepaliveCount))
+	}
 }
 
 // send makes a constant metric; an invalid one (a label value that is not
