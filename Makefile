@@ -15,7 +15,7 @@
 
 # Install the dependencies first for the goals a fresh machine starts with
 # (the checks below would stop the build otherwise).
-ifneq ($(filter test deps demo test-matrix bench images,$(MAKECMDGOALS)),)
+ifneq ($(filter test deps demo test-matrix bench images deb,$(MAKECMDGOALS)),)
 $(shell ./scripts/install-deps.sh >&2)
 endif
 
@@ -29,6 +29,18 @@ endif
 PG_MAJOR ?= $(shell $(PG_CONFIG) --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 ifeq ($(wildcard $(shell $(PG_CONFIG) --includedir-server)/postgres.h),)
 $(error PostgreSQL $(PG_MAJOR) server headers not found: install the Debian package postgresql-server-dev-$(PG_MAJOR))
+endif
+# What else the server headers include (gssapi: libkrb5-dev; openssl:
+# libssl-dev) and Go are named before anything compiles, all at once.
+COMPILE_GOALS = $(filter-out clean distclean deps demo demo-stop images image-% deb deb-% regress test-matrix bench,$(or $(MAKECMDGOALS),all))
+ifneq ($(COMPILE_GOALS),)
+MISSING_BUILD_DEPS := $(shell ./scripts/check-build-deps.sh $(PG_CONFIG) "$(shell $(PG_CONFIG) --cc)")
+ifneq ($(MISSING_BUILD_DEPS),)
+$(error $(MISSING_BUILD_DEPS))
+endif
+ifeq ($(NO_GO)$(GO),)
+$(error Go toolchain not found: install Go 1.26 into /usr/local/go (Debian's golang-go is too old), or set GO=/path/to/go)
+endif
 endif
 
 EXTENSION  = pg_keeper_go
@@ -115,9 +127,9 @@ test-integration: install
 # The README's test command: unit and integration tests, then, for the
 # default major in Docker, the regress suite and the failure scenarios.
 # One package at a time: the tests time failovers on two cores.
-test: vet all install image-$(PG_MAJOR)
+test: vet all install image-$(PG_MAJOR) deb-$(PG_MAJOR)
 	$(MAKE) --no-print-directory regress PG_MAJOR=$(PG_MAJOR)
-	PG_MAJOR=$(PG_MAJOR) $(GO) test -count=1 -p 1 -timeout 40m ./...
+	PG_MAJOR=$(PG_MAJOR) PGK_REQUIRE_PROMTOOL=1 $(GO) test -count=1 -p 1 -timeout 40m ./...
 
 # The failover benchmark in Docker, per major: results/bench.md and
 # results/bench.png (BENCH_RUNS failovers per fault and major).
@@ -190,9 +202,22 @@ $(addprefix image-,$(MAJORS)): image-%: image-core
 
 images: $(addprefix image-,$(MAJORS))
 
+# Debian packages per major, built in the major's image from what it
+# compiled (scripts/build-deb.sh): dist/postgresql-NN-pg-keeper-go_*.deb
+# and dist/pg-keeper-go_*.deb (the command; the same for every major).
+DEB_VERSION ?= 1.1-1
+DEB_MAJORS  ?= $(PG_MAJOR)
+.PHONY: deb $(addprefix deb-,$(MAJORS))
+deb: $(addprefix deb-,$(DEB_MAJORS))
+$(addprefix deb-,$(MAJORS)): deb-%: image-%
+	docker build -q --force-rm --target deb -t pg_keeper_go-deb:pg$* $(image_args) --build-arg DEB_VERSION=$(DEB_VERSION) . >/dev/null
+	mkdir -p dist
+	docker run --rm -v $(CURDIR)/dist:/out pg_keeper_go-deb:pg$* sh -c 'cp /deb/*.deb /out/'
+	@ls dist/postgresql-$*-pg-keeper-go_$(DEB_VERSION)_*.deb dist/pg-keeper-go_$(DEB_VERSION)_*.deb
+
 # Regress suite and failure scenarios on every major (MATRIX_MAJORS).
 MATRIX_MAJORS ?= $(MAJORS)
-test-matrix: $(addprefix image-,$(MATRIX_MAJORS))
+test-matrix: $(addprefix image-,$(MATRIX_MAJORS)) $(addprefix deb-,$(MATRIX_MAJORS))
 	for m in $(MATRIX_MAJORS); do \
 	  echo "== PostgreSQL $$m"; \
 	  $(MAKE) --no-print-directory regress PG_MAJOR=$$m || exit 1; \

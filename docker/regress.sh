@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Runs "make installcheck" (tests/regress) inside a pg_keeper_go-build image:
-# a throwaway cluster that preloads pg_keeper_go, whose partner does not exist
-# (so the keeper runs, and fails its checks, during the tests).
+# Runs the regress suite (tests/regress, what "make installcheck" runs) with
+# pg_regress against the installed extension: a throwaway cluster that
+# preloads pg_keeper_go, whose partner does not exist (so the keeper runs,
+# and fails its checks, during the tests).  Used inside a pg_keeper_go-build
+# image (make regress) and in a clean container where the Debian packages
+# were installed with apt (the package test); it needs only the
+# postgresql-NN and postgresql-client-NN packages.
+#
+#   PG_MAJOR=15 REGRESS_DIR=/src/tests/regress regress.sh
 set -euo pipefail
-cd /src
+regress_dir=${REGRESS_DIR:-/src/tests/regress}
+bindir=/usr/lib/postgresql/$PG_MAJOR/bin
+PATH=$bindir:$PATH
 data=$(mktemp -d /tmp/regress-XXXX)
 chown postgres "$data"
 as_pg() { runuser -u postgres -- "$@"; }
@@ -30,9 +38,15 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 rc=0
-PGHOST=$data PGUSER=postgres make -s NO_GO=1 with_llvm=no PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" installcheck || rc=$?
+# The suite runs \i sql/pg_state.sql: the installed copy, as users run it.
+mkdir -p "$data/work/sql"
+ln -s "/usr/share/postgresql/$PG_MAJOR/extension/pg_state.sql" "$data/work/sql/pg_state.sql"
+chown -R postgres "$data"
+cd "$data/work"
+as_pg "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" --inputdir="$regress_dir" --outputdir="$data/out" \
+	--bindir="$bindir" --host="$data" --user=postgres --dbname=contrib_regression pg_keeper_go || rc=$?
 if ((rc)); then
-	cat tests/regress/out/regression.diffs 2>/dev/null || true
+	cat "$data/out/regression.diffs" 2>/dev/null || true
 	grep -i "pg_keeper\|error\|fatal" "$data/log" | tail -20 || true
 fi
 as_pg pg_ctl -D "$data/db" -m fast -w stop >/dev/null
