@@ -33,6 +33,9 @@ type benchSample struct {
 	Detected float64 `json:"detected"`
 	Promoted float64 `json:"promoted"`
 	Writable float64 `json:"writable"`
+	// Paths is, per way of finding the primary (clientPaths), the time
+	// to the first write the new primary acknowledged through it.
+	Paths map[string]float64 `json:"paths,omitempty"`
 }
 
 var benchFaults = []struct {
@@ -56,6 +59,7 @@ func TestBench(t *testing.T) {
 		for i := 0; i < *benchRuns; i++ {
 			t.Run(fmt.Sprintf("%s/%d", f.name, i), func(t *testing.T) {
 				c := standard(t)
+				cls := c.clients()
 				w := c.startWriter()
 				// A random phase: real faults do not wait for the check cycle.
 				time.Sleep(rand.N(keepaliveTime))
@@ -66,8 +70,16 @@ func TestBench(t *testing.T) {
 				s := benchSample{Fault: f.name,
 					Detected: logTime(t, logs, `to "standby:promoting"`).Sub(fault).Seconds(),
 					Promoted: logTime(t, logs, "pg_keeper_go: promoted").Sub(fault).Seconds(),
-					Writable: writable.Seconds()}
-				t.Logf("%s: detected %.2f s, promoted %.2f s, writable %.2f s", f.name, s.Detected, s.Promoted, s.Writable)
+					Writable: writable.Seconds(), Paths: map[string]float64{}}
+				n2 := c.ip("node2", "replication")
+				for path, cl := range cls {
+					eventually(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+						first := cl.firstOn(n2, fault)
+						s.Paths[path] = first.Sub(fault).Seconds()
+						return !first.IsZero(), path + ": no write on node2 since the fault"
+					})
+				}
+				t.Logf("%s: detected %.2f s, promoted %.2f s, writable %.2f s, through clients %v", f.name, s.Detected, s.Promoted, s.Writable, s.Paths)
 				samples = append(samples, s)
 			})
 		}
@@ -99,6 +111,11 @@ func writeBenchReport(dir string) error {
 	fmt.Fprintf(&md, "# Failover benchmark (Docker)\n\nkeepalive_time = %s, keepalive_count = %d, check_timeout = default (a quarter of keepalive_time); the fault at a random phase of the check cycle. "+
 		"Times in seconds from the fault, min / median / max. Target: median fault → writable within %.1f s.\n\n", keepaliveTime, keepaliveCount, target)
 	md.WriteString("| major | fault | runs | fault → detected | fault → promoted | fault → writable |\n|---|---|---|---|---|---|\n")
+	var clients strings.Builder
+	clients.WriteString("\n## Through the clients\n\nFault → the first write the new primary acknowledged through each way of finding it " +
+		"(docs/routing.md), next to fault → writable (a client that writes to node2 directly); every client writes every 50 ms.\n\n")
+	clients.WriteString("| major | fault | runs | fault → writable | " + strings.Join(clientPaths, " | ") + " |\n|---|---|---|---|" +
+		strings.Repeat("---|", len(clientPaths)) + "\n")
 	p := plot.New()
 	p.Title.Text = "pg_keeper_go: fault → writable (Docker)"
 	p.Y.Label.Text = "seconds"
@@ -125,6 +142,21 @@ func writeBenchReport(dir string) error {
 				continue
 			}
 			fmt.Fprintf(&md, "| %s | %s | %d | %s | %s | %s |\n", major, fault.name, len(wri), summary(det), summary(pro), summary(wri))
+			var cols []string
+			for _, path := range clientPaths {
+				var v plotter.Values
+				for _, s := range samples {
+					if d, ok := s.Paths[path]; ok && s.Fault == fault.name {
+						v = append(v, d)
+					}
+				}
+				if len(v) == 0 {
+					cols = append(cols, "-")
+					continue
+				}
+				cols = append(cols, summary(v))
+			}
+			fmt.Fprintf(&clients, "| %s | %s | %d | %s | %s |\n", major, fault.name, len(wri), summary(wri), strings.Join(cols, " | "))
 			box, err := plotter.NewBoxPlot(vg.Points(18), x, wri)
 			if err != nil {
 				return err
@@ -146,6 +178,7 @@ func writeBenchReport(dir string) error {
 	p.Y.Min = 0
 	p.Y.Max = math.Max(p.Y.Max, target) + 0.6 // room for the title
 	md.WriteString("\n![fault → writable per major and fault](bench.png)\n")
+	md.WriteString(clients.String())
 	if err := p.Save(vg.Length(80+60*len(names))*vg.Points(1), 4*vg.Inch, filepath.Join(dir, "bench.png")); err != nil {
 		return err
 	}

@@ -132,6 +132,16 @@ func dockerTry(args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
+// dockerTryStdin is dockerTry with stdin.
+func dockerTryStdin(stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
 // container returns the container id of a service.
 func (c *cluster) container(service string) string {
 	return strings.TrimSpace(c.compose("ps", "-q", service))
