@@ -124,7 +124,7 @@ func checkFailoverRecorded(t *testing.T, p *pair) {
 	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
 		var err error
 		row, err = p.standby.TryQueryString(context.Background(), "pg_state",
-			"select host || '|' || new_timeline || '|' || old_primary || '|' || reason from failover_log order by unixtime desc limit 1")
+			"select host || '|' || new_timeline || '|' || old_primary || '|' || reason from failover_log where old_primary is not null order by unixtime desc limit 1")
 		return err == nil, fmt.Sprintf("no failover_log row: %v", err)
 	})
 	parts := strings.SplitN(row, "|", 4)
