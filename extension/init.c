@@ -53,6 +53,7 @@ static char *pgk_failover_log_table = NULL;
 static char *pgk_witness_conninfo = NULL;
 static char *pgk_http_address = NULL;
 static int	pgk_split_brain_policy = 0;
+static bool pgk_create_extension = true;
 
 static const struct config_enum_entry pgk_policy_options[] = {
 	{"availability", 0, false},
@@ -190,6 +191,12 @@ pgk_define_settings(void)
 							   &pgk_http_address, "",
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_keeper.create_extension",
+							 "Whether the keeper of a primary creates (or updates) the extension pg_keeper_go where it needs it.",
+							 "In the databases of pg_keeper.my_conninfo and pg_keeper.partner_conninfo, once, and says so in the log: leases and the WAL heartbeat need its functions. Turn it off to create the extension yourself.",
+							 &pgk_create_extension, true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	DefineCustomEnumVariable("pg_keeper.split_brain_policy",
 							 "What a primary without a witness does when it cannot reach its standby.",
 							 "availability: it keeps taking writes, as pg_keeper did (a partition can leave two primaries). safety: it stops committing writes when its lease expires.",

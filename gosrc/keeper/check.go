@@ -59,6 +59,7 @@ func (k *Keeper) check(inRecovery bool) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer k.recoverFatal()
 				if inRecovery {
 					_, holder, wErr = w.StandbyHeartbeat(ctx, timeline, k.settings.LeaseMargin())
 				} else {
@@ -163,10 +164,21 @@ func (k *Keeper) primaryLease(start time.Duration, sc probe.StandbyCheck, wl wit
 		o.LeaseUntil = max(o.LeaseUntil, start+lease)
 	}
 	o.SupersededBy, o.SupersededTimeline = wl.SupersededBy, wl.Timeline
-	k.logOnce("grant", conninfo.ErrorLine(sc.GrantErr), host.LevelWarning, "pg_keeper_go: the standby cannot grant a lease: ",
-		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.partner_conninfo on the primary (it replicates to the standby). Until then writes are not guarded by the standby's lease.")
-	k.logOnce("heartbeat", conninfo.ErrorLine(sc.HeartbeatErr), host.LevelWarning, "pg_keeper_go: cannot write the WAL heartbeat: ",
-		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.my_conninfo (its role must be a superuser); without the heartbeat the standby of an idle primary cannot tell a lost check network from a lost primary.")
+	// While the keeper is about to create the extension itself, its
+	// functions are missing for a check: nothing to warn about yet.
+	grantErr, heartbeatErr := sc.GrantErr, sc.HeartbeatErr
+	if k.settings.CreateExtension && !k.ext.done && !k.ext.failed {
+		if errors.Is(grantErr, probe.ErrNoGrant) {
+			grantErr = nil
+		}
+		if errors.Is(heartbeatErr, probe.ErrNoHeartbeat) {
+			heartbeatErr = nil
+		}
+	}
+	k.logOnce("grant", conninfo.ErrorLine(grantErr), host.LevelWarning, "pg_keeper_go: the standby cannot grant a lease: ",
+		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.partner_conninfo on the primary (it replicates to the standby), or leave pg_keeper.create_extension on. Until then writes are not guarded by the standby's lease.")
+	k.logOnce("heartbeat", conninfo.ErrorLine(heartbeatErr), host.LevelWarning, "pg_keeper_go: cannot write the WAL heartbeat: ",
+		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.my_conninfo (its role must be a superuser), or leave pg_keeper.create_extension on; without the heartbeat the standby of an idle primary cannot tell a lost check network from a lost primary.")
 }
 
 // observe completes the observation with the facts of this turn (the

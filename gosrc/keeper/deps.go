@@ -25,6 +25,7 @@ type Node interface {
 	DisableSync(ctx context.Context) (node.SyncSetting, error)
 	RestoreSync(ctx context.Context, saved node.SyncSetting) error
 	TerminateClients(ctx context.Context) (int, error)
+	EnsureExtension(ctx context.Context, databases []string) ([]node.ExtensionChange, error)
 	Close()
 }
 

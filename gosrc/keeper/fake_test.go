@@ -255,6 +255,32 @@ type fakeNode struct {
 	restored []node.SyncSetting
 	// recordErr, when set, is what RecordFailover fails with.
 	recordErr atomic.Pointer[error]
+	// extension: the databases EnsureExtension was asked for, per call
+	// (kept apart from calls); extensionErr fails it; extensionMissing
+	// makes it report the extension created.
+	extension        [][]string
+	extensionErr     atomic.Pointer[error]
+	extensionMissing atomic.Bool
+}
+
+func (n *fakeNode) EnsureExtension(_ context.Context, dbs []string) ([]node.ExtensionChange, error) {
+	n.mu.Lock()
+	n.extension = append(n.extension, dbs)
+	n.mu.Unlock()
+	if err := n.extensionErr.Load(); err != nil {
+		return nil, *err
+	}
+	if n.extensionMissing.CompareAndSwap(true, false) {
+		return []node.ExtensionChange{{Database: dbs[0], To: "1.1"}}, nil
+	}
+	return nil, nil
+}
+
+// extensionCalls returns the databases of each EnsureExtension call.
+func (n *fakeNode) extensionCalls() [][]string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([][]string(nil), n.extension...)
 }
 
 func (n *fakeNode) called(what string) {
@@ -330,13 +356,20 @@ func (h *fakeHost) eventLog() []string {
 type fakeWitness struct {
 	host     *fakeHost
 	claimErr atomic.Value // error
+	panics   atomic.Bool  // the next call panics
 }
 
 func (w *fakeWitness) RenewPrimary(context.Context, uint32, time.Duration) (witness.Lease, error) {
+	if w.panics.Load() {
+		panic("witness boom")
+	}
 	return witness.Lease{Renewed: true}, nil
 }
 
 func (w *fakeWitness) StandbyHeartbeat(context.Context, uint32, time.Duration) (bool, string, error) {
+	if w.panics.Load() {
+		panic("witness boom")
+	}
 	return false, "", nil
 }
 
@@ -405,4 +438,12 @@ func (r *running) waitStatus(t *testing.T, what string, cond func(status.Snapsho
 
 func stateIs(role, state string) func(status.Snapshot) bool {
 	return func(s status.Snapshot) bool { return s.Role == role && s.State == state }
+}
+
+// waitChecks waits until the keeper has run n more checks of its partner.
+func (r *running) waitChecks(t *testing.T, n int32) {
+	t.Helper()
+	target := r.prober.checks.Load() + n
+	require.Eventually(t, func() bool { return r.prober.checks.Load() >= target }, 5*time.Second, 5*time.Millisecond,
+		"waiting for %d checks", n)
 }

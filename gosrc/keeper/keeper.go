@@ -71,6 +71,15 @@ type Keeper struct {
 	written persisted         // what the state file holds
 	logged  map[string]string // last message per topic, to log each once
 	http    httpAPI
+	ext     extensionSetup
+}
+
+// extensionSetup is where a primary's keeper stands with creating the
+// extension it needs (pg_keeper.create_extension).
+type extensionSetup struct {
+	done    bool      // created, updated or found up to date this run
+	failed  bool      // the last attempt failed
+	retryAt time.Time // when to try again after a failure
 }
 
 // loopState is what the main loop keeps for itself.
@@ -189,6 +198,7 @@ func (k *Keeper) turn() {
 	}
 	if !inRecovery {
 		k.applyGuard(d)
+		k.ensureExtension()
 	}
 }
 
@@ -257,14 +267,20 @@ func (k *Keeper) serve(timeout time.Duration) {
 func (k *Keeper) goSafe(fn func()) {
 	go func() {
 		defer k.wake.wake()
-		defer func() {
-			if r := recover(); r != nil {
-				err := fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-				k.post(func() { k.loop.fatal = err })
-			}
-		}()
+		defer k.recoverFatal()
 		fn()
 	}()
+}
+
+// recoverFatal, deferred first in a goroutine, turns a panic into an error
+// the main loop returns with (host.ExitRestart): a panic that reached the
+// runtime would exit the process with a status that makes the postmaster
+// restart the whole instance.
+func (k *Keeper) recoverFatal() {
+	if r := recover(); r != nil {
+		err := fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		k.post(func() { k.loop.fatal = err })
+	}
 }
 
 // post queues fn to run on the main goroutine and wakes it.
@@ -325,15 +341,28 @@ func (k *Keeper) settingsDetail() string {
 	return fmt.Sprintf("%s; failover after %s", k.settings, k.settings.FailoverAfter())
 }
 
+// cleared is what the keeper logs, once, when the problem of a topic of
+// logOnce is gone (topics whose recovery shows otherwise have none).
+var cleared = map[string]string{
+	"witness":     "the witness answers again",
+	"walreceiver": "the WAL receiver can be read again",
+	"grant":       "the standby grants leases",
+	"heartbeat":   "the WAL heartbeat is written",
+}
+
 // logOnce logs prefix+msg when msg differs from what was last logged for
-// topic, and reports whether it logged; an empty msg (the problem is gone)
-// is not logged.
+// topic, and reports whether it logged; an empty msg means the problem is
+// gone, which is logged once for the topics of cleared.
 func (k *Keeper) logOnce(topic, msg string, level host.Level, prefix, hint string) bool {
-	if k.logged[topic] == msg {
+	before := k.logged[topic]
+	if before == msg {
 		return false
 	}
 	k.logged[topic] = msg
 	if msg == "" {
+		if c := cleared[topic]; c != "" {
+			k.host.Log(host.LevelInfo, "pg_keeper_go: "+c, "", "")
+		}
 		return false
 	}
 	k.host.Log(level, prefix+msg, "", hint)

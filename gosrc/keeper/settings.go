@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ type Settings struct {
 	FailoverLogTable    string        // pg_keeper.failover_log_table: [schema.]table
 	WitnessConninfo     string        // pg_keeper.witness_conninfo: empty for no witness
 	SplitBrainPolicy    Policy        // pg_keeper.split_brain_policy: without a witness
+	CreateExtension     bool          // pg_keeper.create_extension: a primary's keeper creates the extension it needs
 }
 
 // Policy is what a primary without a witness does when it cannot reach its
@@ -70,9 +72,9 @@ func (s Settings) String() string {
 	if s.WitnessConninfo != "" {
 		witness = conninfo.Summary(s.WitnessConninfo)
 	}
-	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d check_timeout=%s partner=%q after_command=%t failover_log=%q witness=%q split_brain_policy=%s lease=%s",
+	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d check_timeout=%s partner=%q after_command=%t failover_log=%q witness=%q split_brain_policy=%s lease=%s create_extension=%t",
 		s.KeepaliveTime, s.KeepaliveCount, s.CheckTimeout, conninfo.Summary(s.PartnerConninfo), s.AfterCommand != "",
-		s.failoverLogTarget(), witness, s.SplitBrainPolicy, s.Lease())
+		s.failoverLogTarget(), witness, s.SplitBrainPolicy, s.Lease(), s.CreateExtension)
 }
 
 func (s Settings) failoverLogTarget() string {
@@ -118,6 +120,8 @@ func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
 	s.FailoverLogDatabase = str("failover_log_database")
 	s.FailoverLogTable = str("failover_log_table")
 	s.WitnessConninfo = strings.TrimSpace(str("witness_conninfo"))
+	// "on" unless set off; an older shim without the setting: on.
+	s.CreateExtension = str("create_extension") != "off"
 	switch p := Policy(str("split_brain_policy")); p {
 	case Safety:
 		s.SplitBrainPolicy = Safety
@@ -248,4 +252,26 @@ func appendNonEmpty(list []string, s string) []string {
 		return append(list, s)
 	}
 	return list
+}
+
+// extensionDatabases are the databases where a primary needs the
+// extension: the one of my_conninfo (the WAL heartbeat) and the one of
+// partner_conninfo, which the standby replicates (its lease grants).
+// libpq's default database is the user's name.
+func (s Settings) extensionDatabases() []string {
+	var dbs []string
+	for _, c := range []string{s.MyConninfo, s.PartnerConninfo} {
+		cfg, err := conninfo.Parse(c)
+		if err != nil {
+			continue
+		}
+		db := cfg.Database
+		if db == "" {
+			db = cfg.User
+		}
+		if db != "" && !slices.Contains(dbs, db) {
+			dbs = append(dbs, db)
+		}
+	}
+	return dbs
 }

@@ -182,6 +182,63 @@ func (l *Local) insertIntoEmpty(ctx context.Context, conn *pgx.Conn, table, inse
 	return true, nil
 }
 
+// Extension is the extension the keeper needs on a primary: leases
+// (pg_keeper_grant_lease() on the standby) and the WAL heartbeat.
+const Extension = "pg_keeper_go"
+
+// ExtensionChange is what EnsureExtension did in one database.
+type ExtensionChange struct {
+	Database string
+	From     string // the version it had; "" when it was created
+	To       string // the version it has now
+}
+
+// EnsureExtension creates the extension in each database where it is
+// missing and updates it where it is older than the version installed on
+// the server, and returns what it changed.  The statements replicate to
+// the standby.
+func (l *Local) EnsureExtension(ctx context.Context, databases []string) ([]ExtensionChange, error) {
+	var changes []ExtensionChange
+	for _, db := range databases {
+		c, changed, err := l.ensureExtensionIn(ctx, db)
+		if err != nil {
+			return changes, fmt.Errorf("database %q: %w", db, err)
+		}
+		if changed {
+			changes = append(changes, c)
+		}
+	}
+	return changes, nil
+}
+
+func (l *Local) ensureExtensionIn(ctx context.Context, db string) (ExtensionChange, bool, error) {
+	c := ExtensionChange{Database: db}
+	s, err := pgsession.New(conninfo.WithDatabase(l.myConninfo, db), pgsession.ApplicationName)
+	if err != nil {
+		return c, false, err
+	}
+	defer s.Close()
+	var have, available *string
+	err = s.QueryRow(ctx, `select (select extversion from pg_catalog.pg_extension where extname = '`+Extension+`'),
+	                              (select default_version from pg_catalog.pg_available_extensions where name = '`+Extension+`')`,
+		&have, &available)
+	switch {
+	case err != nil:
+		return c, false, err
+	case available == nil:
+		return c, false, fmt.Errorf("the extension's files (%s.control) are not installed on this server", Extension)
+	case have != nil && *have == *available:
+		return c, false, nil
+	case have == nil:
+		err = s.Exec(ctx, "create extension if not exists "+Extension)
+	default:
+		c.From = *have
+		err = s.Exec(ctx, "alter extension "+Extension+" update")
+	}
+	c.To = *available
+	return c, err == nil, err
+}
+
 // DisableSync sets synchronous_standby_names to the empty string and
 // reloads.  It returns the setting it replaced and where it came from, so
 // that RestoreSync can put it back the same way.

@@ -18,9 +18,29 @@ import (
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
 )
 
-// grantRetry is how long a primary waits before asking a standby that
-// could not grant a lease again.
-const grantRetry = time.Minute
+// callable is an SQL expression that is true when the function (a
+// regprocedure literal, schema-qualified) exists and the session may run
+// it.  The keeper asks it before calling a function of the extension, so
+// that a missing extension logs no ERROR in the server log at every check.
+func callable(fn string) string {
+	return fmt.Sprintf("coalesce(has_function_privilege(to_regprocedure('%s'), 'execute'), false)", fn)
+}
+
+// The extension's functions the checks call, and the errors that say why
+// they could not be called.
+const (
+	heartbeatFunc = "public.pg_keeper_heartbeat()"
+	grantFunc     = "public.pg_keeper_grant_lease()"
+)
+
+var (
+	// ErrNoHeartbeat: this node has no pg_keeper_heartbeat() the keeper
+	// may call (the extension is not created in its database).
+	ErrNoHeartbeat = errors.New("the function " + heartbeatFunc + " does not exist here or may not be run by this role (CREATE EXTENSION pg_keeper_go)")
+	// ErrNoGrant: the standby has no pg_keeper_grant_lease() the keeper
+	// may call.
+	ErrNoGrant = errors.New("the function " + grantFunc + " does not exist on the standby or may not be run by this role (CREATE EXTENSION pg_keeper_go on the primary)")
+)
 
 // Partner is what a check learnt about the partner server, when it
 // answered.
@@ -85,10 +105,9 @@ func (e *AnsweredError) Unwrap() error { return e.Err }
 type Prober struct {
 	partner *pgsession.Session
 	local   *pgsession.Session
-	// noGrantUntil: the standby could not grant a lease (no
-	// pg_keeper_grant_lease() there); ask again after this time.
-	noGrantUntil time.Time
-	grantErr     error
+	// canGrant: at the last check the standby had a
+	// pg_keeper_grant_lease() this role may run.
+	canGrant bool
 }
 
 // New prepares the sessions to the partner and to this node; it does not
@@ -216,35 +235,42 @@ func classify(err error) error {
 // local query succeeded.
 func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 	var sc StandbyCheck
+	var canHeartbeat bool
 	err := p.local.QueryRow(ctx,
 		`select (select count(*) from pg_stat_replication where state = 'streaming')::int,
-		        current_setting('synchronous_standby_names')`,
-		&sc.Streaming, &sc.SyncStandbyNames)
+		        current_setting('synchronous_standby_names'), `+callable(heartbeatFunc),
+		&sc.Streaming, &sc.SyncStandbyNames, &canHeartbeat)
 	if err != nil {
 		return sc, fmt.Errorf("local node: %w", err)
 	}
 	// A flushed WAL message without a transaction, which the standby's
 	// WAL receiver sees arrive (NULL on a fenced node, which writes none).
-	var lsn *string
-	if err := p.local.QueryRow(ctx, "select pg_keeper_heartbeat()::text", &lsn); err != nil {
-		sc.HeartbeatErr = fmt.Errorf("local node: %w", err)
-	}
-
-	if time.Now().After(p.noGrantUntil) {
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", pg_keeper_grant_lease()", nil, &sc.Granted)
-		switch pgsession.SQLState(err) {
-		case "42883", "42501", "3F000":
-			// No such function, or not allowed: the extension is missing
-			// in that database, or the role lacks EXECUTE.
-			p.grantErr = err
-			p.noGrantUntil = time.Now().Add(grantRetry)
-		default:
-			p.grantErr = nil
+	sc.HeartbeatErr = ErrNoHeartbeat
+	if canHeartbeat {
+		var lsn *string
+		sc.HeartbeatErr = p.local.QueryRow(ctx, "select "+heartbeatFunc+"::text", &lsn)
+		if sc.HeartbeatErr != nil {
+			sc.HeartbeatErr = fmt.Errorf("local node: %w", sc.HeartbeatErr)
 		}
 	}
-	if !time.Now().After(p.noGrantUntil) {
-		sc.GrantErr = p.grantErr
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
+
+	// Ask for a lease when the standby can grant one: once it could, ask
+	// at once; until then, first look whether it can now (a standby
+	// without the extension then logs no ERROR).
+	if !p.canGrant {
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+callable(grantFunc), nil, &p.canGrant)
+	}
+	if p.canGrant && err == nil {
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+grantFunc, nil, &sc.Granted)
+		switch pgsession.SQLState(err) {
+		case "42883", "42501", "3F000":
+			// Dropped since, or no longer allowed: look again next time.
+			p.canGrant = false
+			sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
+		}
+	}
+	if !p.canGrant {
+		sc.GrantErr = ErrNoGrant
 	}
 	var answered *AnsweredError
 	if err != nil && !errors.As(err, &answered) {

@@ -41,6 +41,8 @@ SHOW pg_keeper.split_brain_policy;
 ALTER SYSTEM SET pg_keeper.split_brain_policy = 'maybe';
 SHOW pg_keeper.witness_conninfo;
 SHOW pg_keeper.http_address;
+SHOW pg_keeper.create_extension;
+ALTER SYSTEM SET pg_keeper.create_extension = 'sometimes';
 
 -- privileges: pg_monitor may read the status, others may not, and nobody
 -- but superusers (and pg_read_all_settings) sees the conninfos
