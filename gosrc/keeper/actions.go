@@ -24,8 +24,6 @@ const (
 	syncTimeout = 10 * time.Second
 	// fenceTimeout bounds ending the client sessions of a fenced node.
 	fenceTimeout = 10 * time.Second
-	// extensionTimeout bounds creating or updating the extension.
-	extensionTimeout = 10 * time.Second
 )
 
 // actionFunc runs the action of a transition, with the decision that
@@ -328,64 +326,4 @@ func (k *Keeper) recordPrimary(fsm.Decision) error {
 		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: recorded this node as the initial primary in %s", k.settings.failoverLogTarget()), "", "")
 	}
 	return nil
-}
-
-// extensionRetry is how long a primary's keeper waits before trying again
-// to create the extension after a failure.
-const extensionRetry = time.Minute
-
-// ensureExtension creates (or updates) the extension a primary needs for
-// leases and the WAL heartbeat, once per run, where it is missing: our
-// users' pg_keeper configuration, with only the library name changed,
-// never ran CREATE EXTENSION.  It waits until the write guard lets the
-// keeper's own session commit; a failure is a warning, logged once, and
-// tried again a minute later.
-func (k *Keeper) ensureExtension() {
-	switch {
-	case !k.settings.CreateExtension, k.ext.done, k.configErr != nil, k.conns.local == nil,
-		time.Now().Before(k.ext.retryAt), !k.guardLetsWrites():
-		return
-	}
-	dbs := k.settings.extensionDatabases()
-	local := k.conns.local
-	var changes []node.ExtensionChange
-	err := k.await(extensionTimeout, func(ctx context.Context) (err error) {
-		changes, err = local.EnsureExtension(ctx, dbs)
-		return err
-	})
-	if errors.Is(err, errShutdown) {
-		return
-	}
-	for _, c := range changes {
-		what := fmt.Sprintf("created the extension %s %s in database %q", node.Extension, c.To, c.Database)
-		if c.From != "" {
-			what = fmt.Sprintf("updated the extension %s from %s to %s in database %q", node.Extension, c.From, c.To, c.Database)
-		}
-		k.host.Log(host.LevelInfo, "pg_keeper_go: "+what, "Leases and the WAL heartbeat need its functions; the standby gets it through replication.",
-			"Set pg_keeper.create_extension = off to manage the extension yourself.")
-	}
-	msg := ""
-	if err != nil {
-		msg = conninfo.RedactError(err)
-	}
-	k.logOnce("extension", msg, host.LevelWarning, "pg_keeper_go: could not create the extension "+node.Extension+": ",
-		"The role of pg_keeper.my_conninfo must be a superuser, and the extension's files installed on both nodes; or run CREATE EXTENSION pg_keeper_go yourself. Until then writes are not guarded by the standby's lease.")
-	k.ext.failed = err != nil
-	if err != nil {
-		k.ext.retryAt = time.Now().Add(extensionRetry)
-		return
-	}
-	k.ext.done = true
-}
-
-// guardLetsWrites reports whether this primary's write guard lets a
-// commit through now (the keeper's own sessions are guarded too).
-func (k *Keeper) guardLetsWrites() bool {
-	switch k.guard.mode {
-	case host.GuardOpen:
-		return true
-	case host.GuardLeased:
-		return host.Boottime() < k.obs.LeaseUntil
-	}
-	return false
 }

@@ -175,10 +175,16 @@ func (k *Keeper) primaryLease(start time.Duration, sc probe.StandbyCheck, wl wit
 			heartbeatErr = nil
 		}
 	}
-	k.logOnce("grant", conninfo.ErrorLine(grantErr), host.LevelWarning, "pg_keeper_go: the standby cannot grant a lease: ",
-		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.partner_conninfo on the primary (it replicates to the standby), or leave pg_keeper.create_extension on. Until then writes are not guarded by the standby's lease.")
-	k.logOnce("heartbeat", conninfo.ErrorLine(heartbeatErr), host.LevelWarning, "pg_keeper_go: cannot write the WAL heartbeat: ",
-		"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.my_conninfo (its role must be a superuser), or leave pg_keeper.create_extension on; without the heartbeat the standby of an idle primary cannot tell a lost check network from a lost primary.")
+	// A check that could not ask says nothing of these problems: only an
+	// answer logs them, or logs them gone.
+	if sc.Partner.Answered {
+		k.logOnce("grant", conninfo.ErrorLine(grantErr), host.LevelWarning, "pg_keeper_go: the standby cannot grant a lease: ",
+			"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.partner_conninfo on the primary (it replicates to the standby), or leave pg_keeper.create_extension on. Until then writes are not guarded by the standby's lease.")
+	}
+	if sc.Heartbeat || heartbeatErr != nil {
+		k.logOnce("heartbeat", conninfo.ErrorLine(heartbeatErr), host.LevelWarning, "pg_keeper_go: cannot write the WAL heartbeat: ",
+			"Run CREATE EXTENSION pg_keeper_go in the database of pg_keeper.my_conninfo (its role must be a superuser), or leave pg_keeper.create_extension on; without the heartbeat the standby of an idle primary cannot tell a lost check network from a lost primary.")
+	}
 }
 
 // observe completes the observation with the facts of this turn (the

@@ -15,9 +15,10 @@
 //
 // Files: keeper.go (the keeper and its loop), check.go (the checks and the
 // observation), actions.go (the action table and the actions),
-// state.go (the state file), publish.go (the status snapshot), http.go
-// (the HTTP API), settings.go (the pg_keeper.* settings), deps.go (what the
-// keeper is built from), waker.go (waking the loop).
+// extension.go (creating the extension a primary needs), state.go (the
+// state file), publish.go (the status snapshot), http.go (the HTTP API),
+// settings.go (the pg_keeper.* settings), deps.go (what the keeper is
+// built from), waker.go (waking the loop).
 package keeper
 
 import (

@@ -84,9 +84,12 @@ type StandbyCheck struct {
 	// Granted: the standby granted a lease (pg_keeper_grant_lease()).
 	Granted bool
 	// GrantErr says why the standby could not be asked for a lease
-	// (e.g. the extension is not created in the partner's database).
+	// (ErrNoGrant: the extension is not created in the partner's
+	// database); nil when it could, or when the standby did not answer.
 	GrantErr error
-	// HeartbeatErr says why the WAL heartbeat could not be written.
+	// Heartbeat: the WAL heartbeat was written; HeartbeatErr says why it
+	// could not be (both unset when the local node did not answer).
+	Heartbeat    bool
 	HeartbeatErr error
 }
 
@@ -252,6 +255,7 @@ func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 		if sc.HeartbeatErr != nil {
 			sc.HeartbeatErr = fmt.Errorf("local node: %w", sc.HeartbeatErr)
 		}
+		sc.Heartbeat = sc.HeartbeatErr == nil
 	}
 
 	// Ask for a lease when the standby can grant one: once it could, ask
@@ -259,18 +263,18 @@ func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 	// without the extension then logs no ERROR).
 	if !p.canGrant {
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+callable(grantFunc), nil, &p.canGrant)
+		if err == nil && !p.canGrant {
+			sc.GrantErr = ErrNoGrant
+		}
 	}
 	if p.canGrant && err == nil {
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+grantFunc, nil, &sc.Granted)
 		switch pgsession.SQLState(err) {
 		case "42883", "42501", "3F000":
 			// Dropped since, or no longer allowed: look again next time.
-			p.canGrant = false
+			p.canGrant, sc.GrantErr = false, ErrNoGrant
 			sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
 		}
-	}
-	if !p.canGrant {
-		sc.GrantErr = ErrNoGrant
 	}
 	var answered *AnsweredError
 	if err != nil && !errors.As(err, &answered) {
