@@ -134,32 +134,33 @@ func checkReadOnly(snap status.Snapshot, q query, now time.Time) string {
 
 // checkSynchronous (/synchronous, /sync): a standby that its primary lists
 // as synchronous (sync_state sync or quorum in pg_stat_replication).
-func checkSynchronous(snap status.Snapshot, q query, _ time.Time) string {
-	if p := ReplicaProblem(snap, q); p != "" {
-		return p
-	}
-	switch snap.SyncState {
-	case "sync", "quorum":
-		return ""
-	case "":
-		return "the standby's sync state is unknown: its primary did not answer the last check"
-	}
-	return fmt.Sprintf("the standby is not synchronous (sync_state %s)", snap.SyncState)
-}
+var checkSynchronous = syncStateCheck(true)
 
 // checkAsynchronous (/asynchronous, /async): a standby that its primary
 // lists as asynchronous (sync_state async or potential).
-func checkAsynchronous(snap status.Snapshot, q query, _ time.Time) string {
-	if p := ReplicaProblem(snap, q); p != "" {
-		return p
-	}
-	switch snap.SyncState {
-	case "async", "potential":
+var checkAsynchronous = syncStateCheck(false)
+
+// syncStateCheck is the check of a standby whose primary lists it as
+// synchronous, or as asynchronous.
+func syncStateCheck(synchronous bool) check {
+	return func(snap status.Snapshot, q query, _ time.Time) string {
+		if p := ReplicaProblem(snap, q); p != "" {
+			return p
+		}
+		switch snap.SyncState {
+		case "":
+			return "the standby's sync state is unknown: its primary did not answer the last check"
+		case "sync", "quorum":
+			if !synchronous {
+				return fmt.Sprintf("the standby is synchronous (sync_state %s)", snap.SyncState)
+			}
+		default:
+			if synchronous {
+				return fmt.Sprintf("the standby is not synchronous (sync_state %s)", snap.SyncState)
+			}
+		}
 		return ""
-	case "":
-		return "the standby's sync state is unknown: its primary did not answer the last check"
 	}
-	return fmt.Sprintf("the standby is synchronous (sync_state %s)", snap.SyncState)
 }
 
 // checkHealth (/health): the keeper runs with valid settings (and so does
