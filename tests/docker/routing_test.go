@@ -41,40 +41,17 @@ type client struct {
 
 func (cl *client) loop() {
 	defer cl.done.Done()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var conn *pgx.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close(context.Background())
-		}
-	}()
-	for {
-		select {
-		case <-cl.stop:
-			return
-		case <-tick.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if conn == nil {
-			conn, _ = cl.connect(ctx)
-		}
-		if conn != nil {
+	writeEvery(cl.stop, time.Second, true, cl.connect,
+		func(ctx context.Context, conn *pgx.Conn) (string, error) {
 			var server string
 			err := conn.QueryRow(ctx, "insert into writes (node) values ($1) returning host(inet_server_addr())", cl.path).Scan(&server)
-			if err == nil {
-				cl.mu.Lock()
-				cl.acked = append(cl.acked, write{server, time.Now()})
-				cl.mu.Unlock()
-			} else {
-				// Any error: reconnect, as an application or its pool does
-				// (a session on a node that became read-only stays open).
-				conn.Close(context.Background())
-				conn = nil
-			}
-		}
-		cancel()
-	}
+			return server, err
+		},
+		func(w write) {
+			cl.mu.Lock()
+			cl.acked = append(cl.acked, w)
+			cl.mu.Unlock()
+		})
 }
 
 // firstOn returns when the client's first write on server after since was
