@@ -169,11 +169,40 @@ func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
 				Hint: "Use a libpq connection string (host=... port=... dbname=...) or a postgresql:// URI."}
 		}
 	}
+	if err := sameServer(s.MyConninfo, s.PartnerConninfo); err != nil {
+		return s, warnings, err
+	}
 	if s.FailoverLogDatabase != "" && !tableName.MatchString(s.FailoverLogTable) {
-		return s, warnings, &SettingError{Setting: "pg_keeper.failover_log_table", Value: s.FailoverLogTable,
-			Problem: "is not a table name", Hint: "Use table or schema.table, letters, digits and underscores only."}
+		// The record is a convenience: failover stays armed without it.
+		warnings = append(warnings, fmt.Sprintf("invalid value for pg_keeper.failover_log_table %q: is not a table name (use table or schema.table, letters, digits and underscores only); the failover record is off until it is fixed, failover stays armed",
+			s.FailoverLogTable))
+		s.FailoverLogDatabase = ""
+	}
+	if after := s.FailoverAfter(); after > longFailover {
+		warnings = append(warnings, fmt.Sprintf("pg_keeper.keepalive_time = %s and pg_keeper.keepalive_count = %d: the keeper acts on a lost partner only after %s, and a primary's write lease lasts %s; values such as 2 and 3 fail over within seconds",
+			s.KeepaliveTime, s.KeepaliveCount, after, s.Lease()))
 	}
 	return s, warnings, nil
+}
+
+// longFailover is the time to act beyond which the settings get a warning.
+const longFailover = time.Hour
+
+// minCheckTimeout is the shortest deadline a check gets: below it not even
+// a check on loopback over a kept connection is sure to finish.
+const minCheckTimeout = 10 * time.Millisecond
+
+// sameServer refuses a partner_conninfo that names this node's own server
+// (the same host and port as my_conninfo): the keeper would check itself.
+func sameServer(my, partner string) error {
+	a, errA := conninfo.Parse(my)
+	b, errB := conninfo.Parse(partner)
+	if errA != nil || errB != nil || a.Host != b.Host || a.Port != b.Port {
+		return nil
+	}
+	return &SettingError{Setting: "pg_keeper.partner_conninfo", Value: conninfo.Summary(partner),
+		Problem: fmt.Sprintf("names the same server as pg_keeper.my_conninfo (host %s port %d)", b.Host, b.Port),
+		Hint:    "pg_keeper.partner_conninfo names the other node of the pair, pg_keeper.my_conninfo this one."}
 }
 
 // aliased reads a setting that pg_keeper's README and code spelt two ways.
@@ -231,9 +260,11 @@ func checkTimeout(v string, keepalive time.Duration) (time.Duration, string) {
 	d := time.Duration(ms) * time.Millisecond
 	switch {
 	case err != nil || ms <= 0:
-		return keepalive / 4, ""
+		return max(keepalive/4, minCheckTimeout), ""
 	case d > keepalive:
 		return keepalive, fmt.Sprintf("pg_keeper.check_timeout = %s is longer than pg_keeper.keepalive_time = %s: using %s", d, keepalive, keepalive)
+	case d < minCheckTimeout:
+		return minCheckTimeout, fmt.Sprintf("pg_keeper.check_timeout = %s is too short for a check to finish: using %s", d, minCheckTimeout)
 	}
 	return d, ""
 }

@@ -116,8 +116,8 @@ func TestInvalidSettingsNameTheSettingAndWhatIsAllowed(t *testing.T) {
 			`invalid value for pg_keeper.keepalive_time "0": must be at least 1 second`, "whole number of seconds"},
 		{"non-numeric count", map[string]string{"pg_keeper.keepalives_count": "many"}, "pg_keeper.keepalives_count",
 			`invalid value for pg_keeper.keepalives_count "many"`, "3 or 4"},
-		{"bad table name", map[string]string{"pg_keeper.failover_log_table": "x; drop table y"}, "pg_keeper.failover_log_table",
-			"is not a table name", "schema.table"},
+		{"partner is this node", map[string]string{"pg_keeper.partner_conninfo": "port=5432 host=10.0.0.10 dbname=app"}, "pg_keeper.partner_conninfo",
+			"names the same server as pg_keeper.my_conninfo (host 10.0.0.10 port 5432)", "the other node of the pair"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,4 +137,34 @@ func TestSettingsStringHasNoPassword(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, s.String(), "Pw123456")
 	assert.Contains(t, s.String(), "host=b")
+}
+
+func TestAnInvalidFailoverLogTableTurnsTheRecordOffNotTheFailover(t *testing.T) {
+	s, warnings, err := LoadSettings(getter(map[string]string{"pg_keeper.failover_log_table": "x; drop table y"}))
+	require.NoError(t, err, "failover stays armed")
+	assert.Empty(t, s.FailoverLogDatabase, "the record is off")
+	require.Len(t, warnings, 1)
+	assert.Contains(t, warnings[0], `invalid value for pg_keeper.failover_log_table "x; drop table y": is not a table name`)
+	assert.Contains(t, warnings[0], "failover stays armed")
+}
+
+func TestACheckTimeoutTooShortForACheckIsRaised(t *testing.T) {
+	s, warnings, err := LoadSettings(getter(map[string]string{"pg_keeper.check_timeout": "1"}))
+	require.NoError(t, err)
+	assert.Equal(t, minCheckTimeout, s.CheckTimeout)
+	require.Len(t, warnings, 1)
+	assert.Equal(t, "pg_keeper.check_timeout = 1ms is too short for a check to finish: using 10ms", warnings[0])
+}
+
+func TestAFailoverAfterHoursIsWarned(t *testing.T) {
+	s, warnings, err := LoadSettings(getter(map[string]string{"pg_keeper.keepalive_time": "3600", "pg_keeper.keepalive_count": "1000"},
+		"pg_keeper.keepalive_time", "pg_keeper.keepalive_count"))
+	require.NoError(t, err)
+	assert.Equal(t, 1000*time.Hour, s.FailoverAfter())
+	require.Len(t, warnings, 1)
+	assert.Contains(t, warnings[0], "the keeper acts on a lost partner only after 1000h0m0s, and a primary's write lease lasts 999h0m0s")
+
+	_, warnings, err = LoadSettings(getter(map[string]string{"pg_keeper.keepalive_time": "2", "pg_keeper.keepalive_count": "3"}))
+	require.NoError(t, err)
+	assert.Empty(t, warnings)
 }
