@@ -41,7 +41,9 @@ type client struct {
 
 func (cl *client) loop() {
 	defer cl.done.Done()
-	writeEvery(cl.stop, time.Second, true, cl.connect,
+	// A connect may try both nodes, each for up to connect_timeout (1 s):
+	// a hung node accepts the TCP connection and never answers.
+	writeEvery(cl.stop, 2500*time.Millisecond, time.Second, true, cl.connect,
 		func(ctx context.Context, conn *pgx.Conn) (string, error) {
 			var server string
 			err := conn.QueryRow(ctx, "insert into writes (node) values ($1) returning host(inet_server_addr())", cl.path).Scan(&server)

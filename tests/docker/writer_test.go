@@ -37,7 +37,7 @@ func (c *cluster) startWriter() *writer {
 
 func (w *writer) loop(node, conninfo string) {
 	defer w.done.Done()
-	writeEvery(w.stop, 200*time.Millisecond, false,
+	writeEvery(w.stop, 200*time.Millisecond, 200*time.Millisecond, false,
 		func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, conninfo) },
 		func(ctx context.Context, conn *pgx.Conn) (string, error) {
 			_, err := conn.Exec(ctx, "insert into writes (node) values ($1)", node)
@@ -50,14 +50,14 @@ func (w *writer) loop(node, conninfo string) {
 		})
 }
 
-// writeEvery writes every 50 ms until stop is closed, each write (and a
-// connect before it, when there is no connection) under timeout, and
-// passes each acknowledged write to acked.  After a failed write it
+// writeEvery writes every 50 ms until stop is closed, each connect (when
+// there is no connection) under connectTimeout and each write under
+// writeTimeout, and passes each acknowledged write to acked.  After a failed write it
 // reconnects when the connection broke or the write timed out, and, with
 // reconnectOnError, after any error (as an application's pool does; the
 // scenarios' writer keeps a session on a node that turned read-only, to
 // see that it commits nothing more).
-func writeEvery(stop <-chan struct{}, timeout time.Duration, reconnectOnError bool,
+func writeEvery(stop <-chan struct{}, connectTimeout, writeTimeout time.Duration, reconnectOnError bool,
 	connect func(context.Context) (*pgx.Conn, error),
 	insert func(context.Context, *pgx.Conn) (node string, err error),
 	acked func(write)) {
@@ -75,10 +75,12 @@ func writeEvery(stop <-chan struct{}, timeout time.Duration, reconnectOnError bo
 			return
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		if conn == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			conn, _ = connect(ctx)
+			cancel()
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		if conn != nil {
 			if node, err := insert(ctx, conn); err == nil {
 				acked(write{node, time.Now()})
