@@ -186,7 +186,7 @@ pgk_define_settings(void)
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("pg_keeper.http_address",
-							   "Address (host:port) of the keeper's HTTP API: /primary, /replica, /health, /status, /metrics.",
+							   "Address (host:port) of the keeper's HTTP API: Patroni's health checks (/primary, /replica, ...), /status, /metrics.",
 							   "Empty turns the HTTP API off. For example '0.0.0.0:8008', or ':8008' for every address.",
 							   &pgk_http_address, "",
 							   PGC_SIGHUP, 0,
