@@ -1,7 +1,7 @@
 // Package api is the keeper's HTTP interface, served on
-// pg_keeper.http_address: health checks for load balancers (/primary,
-// /replica, /health), the keeper's status as JSON (/status) and Prometheus
-// metrics (/metrics).
+// pg_keeper.http_address: Patroni's health checks for load balancers
+// (/primary, /replica, /leader, ...: checks.go), the keeper's status as
+// JSON (/status) and Prometheus metrics (/metrics).
 //
 // The server runs inside a PostgreSQL background worker, so it follows the
 // worker's rules (docs/design.md, "The C/Go boundary"): its goroutines never call
@@ -34,8 +34,8 @@ import (
 
 // Defaults of the options.
 const (
-	// DefaultStaleAfter is how old a snapshot may be before /primary,
-	// /replica and /health stop trusting it.
+	// DefaultStaleAfter is how old a snapshot may be before the health
+	// checks stop trusting it.
 	DefaultStaleAfter = 15 * time.Second
 	// DefaultMaxConns bounds the open client connections.
 	DefaultMaxConns = 64
@@ -53,7 +53,7 @@ const (
 type Option func(*Server)
 
 // WithStaleAfter sets how old a snapshot may be (by its UpdatedAt) before
-// /primary and /replica answer 503 and /health reports it stale.  The
+// every health check answers 503 (/status still shows it, marked stale).  The
 // keeper updates its snapshot every keepalive_time, so a few times that is
 // a good value.  d <= 0 keeps DefaultStaleAfter.
 func WithStaleAfter(d time.Duration) Option {
