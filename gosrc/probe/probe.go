@@ -283,6 +283,9 @@ func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 	// Even a standby that answers with an error must stream: synchronous
 	// commits wait for the walsender, not for the answer.
 	if sc.Streaming == 0 {
+		if answered != nil {
+			return sc, fmt.Errorf("no walsender streams to the standby, which answered: %w", answered.Err)
+		}
 		return sc, errors.New("no walsender streams to the standby")
 	}
 	return sc, err

@@ -343,11 +343,14 @@ func TestPgKeeperEraFailoverTableKeepsWorking(t *testing.T) {
 // TestSyncStandbyThatAnswersButDoesNotStreamIsLost: the partner answers
 // with an error (an unknown role) while no walsender streams; synchronous
 // commits would wait forever, so the keeper must still switch to async.
+// The partner that answers is another server (a partner_conninfo naming
+// the primary itself is refused as a misconfiguration).
 func TestSyncStandbyThatAnswersButDoesNotStreamIsLost(t *testing.T) {
 	p := startPair(t, nil)
+	other := p.install.NewPrimary(t, "other", nil)
 	p.primary.Exec(t, "postgres", "create table sync_probe (i int)")
 	p.primary.SetConf(t, "synchronous_standby_names", "'*'")
-	p.primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(strings.Replace(p.primary.ConnString("postgres"), "user=postgres", "user=nobody", 1)))
+	p.primary.SetConf(t, "pg_keeper.partner_conninfo", pgtest.Quote(strings.Replace(other.ConnString("postgres"), "user=postgres", "user=nobody", 1)))
 	p.primary.Reload(t)
 	_, err := p.standby.Stop(t, "immediate")
 	require.NoError(t, err)
