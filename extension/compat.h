@@ -16,6 +16,8 @@
 
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "replication/message.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 #include "utils/guc_tables.h"
 
@@ -125,6 +127,26 @@ pgk_log_flushed_message(const char *prefix, const char *message, size_t size)
 	return lsn;
 #endif
 }
+
+/*
+ * The parameters of a ProcessUtility hook, and passing them on: 14 added
+ * readOnlyTree.
+ */
+#if PG_VERSION_NUM >= 140000
+#define PGK_PROCESS_UTILITY_ARGS \
+	PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, \
+	ProcessUtilityContext context, ParamListInfo params, \
+	QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc
+#define PGK_PROCESS_UTILITY_PASS \
+	pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc
+#else
+#define PGK_PROCESS_UTILITY_ARGS \
+	PlannedStmt *pstmt, const char *queryString, \
+	ProcessUtilityContext context, ParamListInfo params, \
+	QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc
+#define PGK_PROCESS_UTILITY_PASS \
+	pstmt, queryString, context, params, queryEnv, dest, qc
+#endif
 
 /* True when a configuration parameter was set anywhere but its default. */
 static inline bool

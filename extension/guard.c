@@ -9,8 +9,15 @@
  * worker when the Go core cannot be loaded (worker.c); every client backend
  * reads it.  The commit check runs before each write transaction commits,
  * so its common path takes no lock: one atomic read and, under a lease, one
- * clock read.  The connection gate runs once per connection, from
- * ClientAuthentication_hook.  _PG_init installs both with pgk_guard_install().
+ * clock read.  It holds in every process that can commit a write (client
+ * backends, walsenders connected to a database, background workers of other
+ * extensions, logical replication apply), autovacuum aside, and for COMMIT
+ * PREPARED, whose commit record is written before any commit callback runs.
+ * The connection gate runs once per connection, from
+ * ClientAuthentication_hook: only superusers and the keeper's own sessions,
+ * which show the session token of this server's start (a secret of the
+ * shared memory, never in SQL), pass it while the guard is closed.
+ * _PG_init installs them with pgk_guard_install().
  *
  * The guard only acts while the server is not in recovery.
  *
@@ -25,14 +32,18 @@
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "port/atomics.h"
 #include "replication/walsender.h"
 #include "storage/spin.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 
+#include "compat.h"
 #include "pg_keeper_go.h"
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 /* The clock of leases: it keeps counting while the machine is suspended. */
 int64
@@ -93,43 +104,130 @@ pgk_guard_set_mode(int mode, int64 lease_until_ns, const char *reason)
 }
 
 /*
- * Before a write transaction commits (or is prepared) in a client backend:
- * refuse it unless the guard lets writes through now.  The cost on the
- * common path is one atomic read and, under a lease, one vDSO clock read.
+ * Refuse to make a write durable unless the guard lets writes through now:
+ * the ERROR rolls the transaction back.  The cost on the common path is one
+ * atomic read and, under a lease, one vDSO clock read.
  */
 static void
-pgk_xact_callback(XactEvent event, void *arg)
+pgk_check_commit(const char *what)
 {
 	uint64		until;
+	int64		now;
 	char		reason[PGK_TEXT_LEN];
 	int			mode;
 
-	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE)
-		return;
-	if (pgk_shared == NULL || MyBackendType != B_BACKEND ||
-		!TransactionIdIsValid(GetTopTransactionIdIfAny()))
-		return;
 	until = pg_atomic_read_u64(&pgk_shared->commit_until);
-	if (until == PG_UINT64_MAX ||
-		(until != 0 && (uint64) pgk_boottime_ns() < until))
+	if (until == PG_UINT64_MAX)
+		return;
+	now = pgk_boottime_ns();
+	if (until != 0 && now > 0 && (uint64) now < until)
 		return;
 
 	mode = pgk_read_guard(reason, sizeof(reason));
+	if (until != 0 && now <= 0)
+		strlcpy(reason, "the clock of leases (CLOCK_BOOTTIME) cannot be read", sizeof(reason));
 	ereport(ERROR,
 			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 			 mode == PGK_GUARD_FENCED ?
-			 errmsg("cannot commit a write transaction: this node is fenced") :
-			 errmsg("cannot commit a write transaction: this node does not hold the primary lease"),
+			 errmsg("cannot %s: this node is fenced", what) :
+			 errmsg("cannot %s: this node does not hold the primary lease", what),
 			 errdetail("%s", reason),
 			 errhint("The transaction was rolled back. Write to the current primary; pg_keeper_status() on each node shows its role and guard.")));
 }
 
 /*
+ * Whether this process's commits are guarded: every process that can
+ * commit a write except autovacuum, which changes no user data.
+ */
+static bool
+pgk_guarded_process(void)
+{
+	return MyBackendType != B_AUTOVAC_WORKER && MyBackendType != B_AUTOVAC_LAUNCHER;
+}
+
+/* Before a write transaction commits or is prepared. */
+static void
+pgk_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE)
+		return;
+	if (pgk_shared == NULL || !pgk_guarded_process() ||
+		!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	pgk_check_commit("commit a write transaction");
+}
+
+/*
+ * COMMIT PREPARED writes its commit record from inside the statement, in a
+ * transaction that has no transaction id of its own: check it before it
+ * runs.  (ROLLBACK PREPARED makes nothing durable.)
+ */
+static void
+pgk_process_utility(PGK_PROCESS_UTILITY_ARGS)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (pgk_shared != NULL && IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED &&
+		!RecoveryInProgress())
+		pgk_check_commit("commit a prepared transaction");
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(PGK_PROCESS_UTILITY_PASS);
+	else
+		standard_ProcessUtility(PGK_PROCESS_UTILITY_PASS);
+}
+
+/* a == b, in a time that does not depend on where they differ. */
+static bool
+pgk_equal_secret(const char *a, const char *b)
+{
+	size_t		len = strlen(b);
+	unsigned char diff = 0;
+
+	if (strlen(a) != len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		diff |= (unsigned char) a[i] ^ (unsigned char) b[i];
+	return diff == 0;
+}
+
+/*
+ * Whether the startup packet carries this server's session token
+ * (pg_keeper.session_token, which the keeper sets on its own sessions).
+ * The options are applied only after authentication: read them raw.
+ */
+static bool
+pgk_is_keeper_session(Port *port)
+{
+	ListCell   *lc;
+
+	if (pgk_shared->session_token[0] == '\0')
+		return false;
+	lc = list_head(port->guc_options);
+	while (lc != NULL)
+	{
+		const char *name = lfirst(lc);
+		const char *value;
+
+		lc = lnext(port->guc_options, lc);
+		if (lc == NULL)
+			break;
+		value = lfirst(lc);
+		lc = lnext(port->guc_options, lc);
+		if (strcmp(name, "pg_keeper.session_token") == 0)
+			return pgk_equal_secret(value, pgk_shared->session_token);
+	}
+	return false;
+}
+
+/*
  * While the guard is pending or fenced, refuse ordinary connections to a
  * primary, so that clients (libpq multi-host lists, pools) move on to the
- * current primary.  Superusers, replication connections and the keepers
- * (application_name pg_keeper_go...) still get in; the commit check above
- * holds for superusers too.
+ * current primary.  Superusers, physical replication and the keeper's own
+ * sessions (pgk_is_keeper_session) still get in; the commit check above
+ * holds for all of them.  A walsender connected to a database can run SQL:
+ * it is gated as a client.
  */
 static void
 pgk_client_auth(Port *port, int status)
@@ -140,15 +238,15 @@ pgk_client_auth(Port *port, int status)
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
-	if (status != STATUS_OK || pgk_shared == NULL || am_walsender)
+	if (status != STATUS_OK || pgk_shared == NULL ||
+		(am_walsender && !am_db_walsender))
 		return;
 	mode = pgk_read_guard(reason, sizeof(reason));
 	if (mode != PGK_GUARD_PENDING && mode != PGK_GUARD_FENCED)
 		return;
 	if (RecoveryInProgress())
 		return;
-	if (port->application_name &&
-		strncmp(port->application_name, "pg_keeper_go", strlen("pg_keeper_go")) == 0)
+	if (pgk_is_keeper_session(port))
 		return;
 	roleid = get_role_oid(port->user_name, true);
 	if (OidIsValid(roleid) && superuser_arg(roleid))
@@ -163,11 +261,13 @@ pgk_client_auth(Port *port, int status)
 			 errhint("Connect to the current primary.")));
 }
 
-/* Install the commit check and the connection gate (from _PG_init). */
+/* Install the commit checks and the connection gate (from _PG_init). */
 void
 pgk_guard_install(void)
 {
 	prev_client_auth_hook = ClientAuthentication_hook;
 	ClientAuthentication_hook = pgk_client_auth;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = pgk_process_utility;
 	RegisterXactCallback(pgk_xact_callback, NULL);
 }

@@ -169,6 +169,12 @@ pgk_get_env(const char *name, char *buf, size_t buflen)
 		snprintf(bindir, sizeof(bindir), UINT64_FORMAT, GetSystemIdentifier());
 		value = bindir;
 	}
+	else if (strcmp(name, "session_token") == 0)
+	{
+		if (pgk_shared == NULL || pgk_shared->session_token[0] == '\0')
+			return -1;
+		value = pgk_shared->session_token;
+	}
 	else
 		value = getenv(name);
 

@@ -54,6 +54,7 @@ static char *pgk_witness_conninfo = NULL;
 static char *pgk_http_address = NULL;
 static int	pgk_split_brain_policy = 0;
 static bool pgk_create_extension = true;
+static char *pgk_session_token = NULL;
 
 static const struct config_enum_entry pgk_policy_options[] = {
 	{"availability", 0, false},
@@ -71,6 +72,28 @@ static void
 pgk_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(PgKeeperShared)));
+}
+
+/*
+ * A new session token (16 random bytes in hex) for each start of the
+ * server.  Without a strong random source the token stays empty and only
+ * superusers pass the connection gate.
+ */
+static void
+pgk_new_session_token(char *token)
+{
+	uint8		bytes[(PGK_SESSION_TOKEN_LEN - 1) / 2];
+
+	token[0] = '\0';
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+	{
+		ereport(LOG,
+				(errmsg("pg_keeper_go: could not generate a session token"),
+				 errdetail("Only superusers pass the connection gate of a pending or fenced node.")));
+		return;
+	}
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		snprintf(token + 2 * i, 3, "%02x", bytes[i]);
 }
 
 static void
@@ -102,6 +125,7 @@ pgk_shmem_startup(void)
 				sizeof(pgk_shared->guard_reason));
 		pg_atomic_init_u64(&pgk_shared->commit_until,
 						   configured ? 0 : PG_UINT64_MAX);
+		pgk_new_session_token(pgk_shared->session_token);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -203,6 +227,19 @@ pgk_define_settings(void)
 							 &pgk_split_brain_policy, 0, pgk_policy_options,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	/*
+	 * The keeper sets it in the startup packet of its own sessions; the
+	 * connection gate reads it from there (guard.c).  Nobody else needs it.
+	 */
+	DefineCustomStringVariable("pg_keeper.session_token",
+							   "Token with which the keeper's own sessions pass the connection gate.",
+							   NULL,
+							   &pgk_session_token, "",
+							   PGC_BACKEND,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 	pgk_reserve_guc_prefix("pg_keeper");
 }

@@ -21,13 +21,17 @@
 
 /*
  * Shared state: the worker's pid, its last published snapshot, the write
- * guard and the leases this node grants as a standby.
+ * guard, the session token that lets the keeper's own sessions through the
+ * connection gate, and the leases this node grants as a standby.
  *
  * commit_until is read without the lock by every committing backend: it is
  * the CLOCK_BOOTTIME deadline (ns) before which a write may commit, 0 for
  * never and PG_UINT64_MAX for always.  The keeper keeps it consistent with
  * guard_mode, which only says why.
  */
+/* The session token: 16 random bytes in hex, and the NUL. */
+#define PGK_SESSION_TOKEN_LEN 33
+
 typedef struct PgKeeperShared
 {
 	slock_t		mutex;
@@ -38,6 +42,7 @@ typedef struct PgKeeperShared
 	pg_atomic_uint64 commit_until;
 	int			guard_mode;		/* PGK_GUARD_* */
 	char		guard_reason[PGK_TEXT_LEN];
+	char		session_token[PGK_SESSION_TOKEN_LEN];	/* hex; set at start */
 	bool		grants_closed;	/* a promotion has begun: grant nothing */
 	int64		last_grant_ns;	/* CLOCK_BOOTTIME of the last grant, or 0 */
 } PgKeeperShared;

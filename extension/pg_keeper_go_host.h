@@ -129,7 +129,9 @@ typedef struct PgKeeperHost
 
 	/*
 	 * Copy a process-level fact into buf: "data_directory" (absolute path),
-	 * "pkglibdir", "bindir", "system_identifier" (decimal), or an
+	 * "pkglibdir", "bindir", "system_identifier" (decimal), "session_token"
+	 * (the secret with which the keeper's own sessions pass the connection
+	 * gate: pg_keeper.session_token in their startup packet), or an
 	 * environment variable of the postmaster
 	 * ("PATH", "HOME", ...).  Returns -1 if unknown or unset.
 	 */

@@ -241,7 +241,8 @@ func pg_keeper_go_run(ch *C.PgKeeperHost) (code C.int) {
 		return host.ExitShutdown
 	}
 	importEnv(h)
-	k, err := keeper.New(h, keeper.DefaultDeps())
+	token, _ := h.Env("session_token")
+	k, err := keeper.New(h, keeper.DefaultDeps(token))
 	if err != nil {
 		h.Log(host.LevelWarning, "pg_keeper_go: "+err.Error(), "", "")
 		return host.ExitRestart

@@ -119,7 +119,11 @@ func (k *Keeper) check(inRecovery bool) {
 		// Alive, but something is wrong that a failover would not cure.
 		if msg := conninfo.RedactError(answered.Err); msg != k.history.lastAnswered {
 			k.history.lastAnswered = msg
-			k.host.Log(host.LevelWarning, "pg_keeper_go: the partner answers with an error: "+msg, "This does not count as a failed check.", "Check pg_keeper.partner_conninfo and the partner's pg_hba.conf.")
+			hint := "Check pg_keeper.partner_conninfo and the partner's pg_hba.conf."
+			if probe.IsGateRefusal(answered.Err) {
+				hint = "The partner's keeper has closed writes there; only superusers and its own keeper pass its connection gate. Make the role of pg_keeper.partner_conninfo a superuser to check it fully."
+			}
+			k.host.Log(host.LevelWarning, "pg_keeper_go: the partner answers with an error: "+msg, "This does not count as a failed check.", hint)
 		}
 		err = nil
 	}

@@ -48,11 +48,15 @@ type Deps struct {
 }
 
 // DefaultDeps are the real connections: packages probe, node and witness.
-func DefaultDeps() Deps {
+// The sessions to this node carry sessionToken, the server's secret with
+// which they pass the connection gate (host.Env("session_token")).
+func DefaultDeps(sessionToken string) Deps {
 	return Deps{
-		NewProber: func(s Settings) (Prober, error) { return probe.New(s.PartnerConninfo, s.MyConninfo) },
+		NewProber: func(s Settings) (Prober, error) {
+			return probe.New(s.PartnerConninfo, s.MyConninfo, sessionToken)
+		},
 		NewNode: func(s Settings) (Node, error) {
-			return node.New(s.MyConninfo, s.FailoverLogDatabase, s.FailoverLogTable)
+			return node.New(s.MyConninfo, sessionToken, s.FailoverLogDatabase, s.FailoverLogTable)
 		},
 		NewWitness: func(s Settings, name string, systemID uint64) (Witness, error) {
 			return witness.New(s.WitnessConninfo, name, systemID)

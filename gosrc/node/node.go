@@ -48,19 +48,26 @@ type FailoverRecord struct {
 // called concurrently.
 type Local struct {
 	myConninfo string
+	token      string // the server's session token (pgsession.NewOwn)
 	logDB      string // pg_keeper.failover_log_database
 	logTable   string // pg_keeper.failover_log_table, [schema.]table
 	session    *pgsession.Session
 }
 
-// New prepares the session to this node over myConninfo, with the failover
-// log in logTable of database logDB; it does not connect.
-func New(myConninfo, logDB, logTable string) (*Local, error) {
-	session, err := pgsession.New(myConninfo, pgsession.ApplicationName)
+// New prepares the session to this node over myConninfo, with the
+// server's session token (see pgsession.NewOwn) and the failover log in
+// logTable of database logDB; it does not connect.
+func New(myConninfo, sessionToken, logDB, logTable string) (*Local, error) {
+	session, err := pgsession.NewOwn(myConninfo, sessionToken)
 	if err != nil {
 		return nil, err
 	}
-	return &Local{myConninfo: myConninfo, logDB: logDB, logTable: logTable, session: session}, nil
+	return &Local{myConninfo: myConninfo, token: sessionToken, logDB: logDB, logTable: logTable, session: session}, nil
+}
+
+// in prepares a session to database db of this node.
+func (l *Local) in(db string) (*pgsession.Session, error) {
+	return pgsession.NewOwn(conninfo.WithDatabase(l.myConninfo, db), l.token)
 }
 
 // WaitWritable polls until the server is out of recovery and not read-only.
@@ -93,7 +100,7 @@ var failoverColumns = []string{"unixtime", "host", "old_primary", "new_timeline"
 // reason in err, when the table or database is missing, and without an
 // error when rec is Initial and the log already has a row.
 func (l *Local) RecordFailover(ctx context.Context, rec FailoverRecord) (recorded bool, err error) {
-	s, err := pgsession.New(conninfo.WithDatabase(l.myConninfo, l.logDB), pgsession.ApplicationName)
+	s, err := l.in(l.logDB)
 	if err != nil {
 		return false, err
 	}
@@ -213,7 +220,7 @@ func (l *Local) EnsureExtension(ctx context.Context, databases []string) ([]Exte
 
 func (l *Local) ensureExtensionIn(ctx context.Context, db string) (ExtensionChange, bool, error) {
 	c := ExtensionChange{Database: db}
-	s, err := pgsession.New(conninfo.WithDatabase(l.myConninfo, db), pgsession.ApplicationName)
+	s, err := l.in(db)
 	if err != nil {
 		return c, false, err
 	}
@@ -273,16 +280,17 @@ func (l *Local) RestoreSync(ctx context.Context, saved SyncSetting) error {
 	return l.session.Exec(ctx, "select pg_reload_conf()")
 }
 
-// TerminateClients ends the sessions of ordinary clients: not the keepers'
-// (application_name pg_keeper_go...), not replication, not this session.
-// The role of my_conninfo must be a superuser or a member of
-// pg_signal_backend.
+// TerminateClients ends every session and worker that could write: client
+// sessions, walsenders connected to a database, and background workers of
+// other extensions (logical replication apply, pg_cron...); not physical
+// replication, autovacuum, the server's own processes, or this session.
+// The keeper's other sessions end too and reconnect with the session
+// token, which lets them through the connection gate.  The role of
+// my_conninfo should be a superuser: a member of pg_signal_backend ends
+// only the sessions of roles that are not (the others are skipped).
 func (l *Local) TerminateClients(ctx context.Context) (int, error) {
 	var n int
-	err := l.session.QueryRow(ctx, `select count(*) filter (where pg_terminate_backend(pid))::int
-		from pg_stat_activity
-		where backend_type = 'client backend' and pid <> pg_backend_pid()
-		  and application_name not like 'pg_keeper_go%'`, &n)
+	err := l.session.QueryRow(ctx, terminateWriters, &n)
 	if err != nil {
 		return 0, fmt.Errorf("terminate client sessions: %w", err)
 	}
@@ -291,6 +299,23 @@ func (l *Local) TerminateClients(ctx context.Context) (int, error) {
 
 // Close closes the session.
 func (l *Local) Close() { l.session.Close() }
+
+// terminateWriters ends what TerminateClients says.  Background workers
+// show their own type in pg_stat_activity: they are what is not one of
+// the server's own process types (nor a parallel worker, which ends with
+// its leader).
+const terminateWriters = `select count(*) filter (where pg_catalog.pg_terminate_backend(pid))::int
+	from pg_catalog.pg_stat_activity
+	where pid <> pg_catalog.pg_backend_pid()
+	  and ((select rolsuper from pg_catalog.pg_roles where rolname = current_user)
+	       or not coalesce((select rolsuper from pg_catalog.pg_roles where oid = usesysid), true))
+	  and ((backend_type = 'walsender' and datid is not null)
+	       or backend_type not in ('walsender', 'autovacuum launcher', 'autovacuum worker',
+	                               'logical replication launcher', 'background writer',
+	                               'checkpointer', 'walwriter', 'startup', 'archiver',
+	                               'walreceiver', 'walsummarizer', 'slotsync worker',
+	                               'io worker', 'stats collector', 'parallel worker',
+	                               'standalone backend', 'pg_keeper_go'))`
 
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
 func quoteLiteral(s string) string {

@@ -22,10 +22,15 @@ import (
 )
 
 // ApplicationName is how the project's sessions appear in
-// pg_stat_activity: the keeper's as it is (the shim's connection gate and
-// the fencing of client sessions know the keepers by it), the command's
-// with a suffix ("pg_keeper_go watch").
+// pg_stat_activity: the keeper's as it is, the command's with a suffix
+// ("pg_keeper_go watch").  It identifies nothing: any client can choose it.
 const ApplicationName = "pg_keeper_go"
+
+// SessionTokenParam is the startup parameter with which a keeper's
+// sessions to its own server pass the shim's connection gate while writes
+// are closed there.  Its value is a secret of the server's shared memory
+// that the keeper reads from the shim; no client can learn it.
+const SessionTokenParam = "pg_keeper.session_token"
 
 // closeTimeout bounds closing a connection: sending Terminate and closing
 // the socket.  A server that does not read it cannot hold the caller up.
@@ -61,6 +66,19 @@ func New(connString, applicationName string) (*Session, error) {
 		return nil, err
 	}
 	return NewWithConfig(cfg), nil
+}
+
+// NewOwn is New for a keeper's session to its own server: it carries the
+// server's session token (none when sessionToken is empty).
+func NewOwn(connString, sessionToken string) (*Session, error) {
+	s, err := New(connString, ApplicationName)
+	if err != nil {
+		return nil, err
+	}
+	if sessionToken != "" {
+		s.cfg.RuntimeParams[SessionTokenParam] = sessionToken
+	}
+	return s, nil
 }
 
 // NewWithConfig returns a session for a ready pgx configuration (see

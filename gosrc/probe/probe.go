@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
 )
 
@@ -113,14 +115,14 @@ type Prober struct {
 	canGrant bool
 }
 
-// New prepares the sessions to the partner and to this node; it does not
-// connect.
-func New(partnerConninfo, myConninfo string) (*Prober, error) {
+// New prepares the sessions to the partner and to this node (with the
+// server's session token, see pgsession.NewOwn); it does not connect.
+func New(partnerConninfo, myConninfo, sessionToken string) (*Prober, error) {
 	partner, err := pgsession.New(partnerConninfo, pgsession.ApplicationName)
 	if err != nil {
 		return nil, err
 	}
-	local, err := pgsession.New(myConninfo, pgsession.ApplicationName)
+	local, err := pgsession.NewOwn(myConninfo, sessionToken)
 	if err != nil {
 		return nil, err
 	}
@@ -221,13 +223,23 @@ func replicationState(streaming, archive bool) string {
 
 // classify wraps the errors of a server that answered in AnsweredError,
 // except those saying it is going away: shutting down, crashing, or not
-// yet accepting connections (SQLSTATE class 57P).
+// yet accepting connections (SQLSTATE class 57P).  The connection gate of
+// a partner whose writes are closed (pending or fenced) answers 57P03 too,
+// but its server runs: that is an answer (IsGateRefusal).
 func classify(err error) error {
 	code := pgsession.SQLState(err)
-	if err == nil || code == "" || strings.HasPrefix(code, "57P") {
+	if err == nil || code == "" || (strings.HasPrefix(code, "57P") && !IsGateRefusal(err)) {
 		return err
 	}
 	return &AnsweredError{Err: err}
+}
+
+// IsGateRefusal tells whether err is the refusal of a pg_keeper_go
+// connection gate: the server runs, its keeper has closed writes there,
+// and this session's role is not a superuser.
+func IsGateRefusal(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57P03" && strings.HasPrefix(pgErr.Message, "pg_keeper_go: this node")
 }
 
 // CheckStandby is a primary's check: it reads this node's walsenders and

@@ -20,7 +20,9 @@ func TestServerErrorsMeanThePartnerIsAlive(t *testing.T) {
 		{"too many connections", fmt.Errorf("connect: %w", &pgconn.PgError{Code: "53300"}), true},
 		{"an administrator shutdown", &pgconn.PgError{Code: "57P01"}, false},
 		{"a crash shutdown", &pgconn.PgError{Code: "57P02"}, false},
-		{"a server still starting up", &pgconn.PgError{Code: "57P03"}, false},
+		{"a server still starting up", &pgconn.PgError{Code: "57P03", Message: "the database system is starting up"}, false},
+		{"the gate of a fenced partner", &pgconn.PgError{Code: "57P03", Message: "pg_keeper_go: this node is fenced and takes no connections"}, true},
+		{"the gate of a pending partner", fmt.Errorf("connect: %w", &pgconn.PgError{Code: "57P03", Message: "pg_keeper_go: this node takes no connections until its keeper has checked the partner"}), true},
 		{"a refused connection", errors.New("dial tcp: connection refused"), false},
 		{"a deadline", context.DeadlineExceeded, false},
 	}

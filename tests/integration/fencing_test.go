@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,6 +144,10 @@ func TestOldPrimaryRestartedAfterTheFailoverTakesNoWrites(t *testing.T) {
 	p.primary.Exec(t, "postgres", "create table writes (at timestamptz default clock_timestamp())")
 	p.primary.Exec(t, "postgres", "create role regress_app login")
 	p.primary.Exec(t, "postgres", "grant insert on writes to regress_app")
+	// Its keeper's role is no superuser: only the session token lets its
+	// sessions through the gate of the pending and then fenced node.
+	p.primary.Exec(t, "postgres", "create role regress_keeper login in role pg_monitor, pg_signal_backend")
+	p.primary.SetConf(t, "pg_keeper.my_conninfo", pgtest.Quote(strings.Replace(p.primary.ConnString("postgres"), "user=postgres", "user=regress_keeper", 1)))
 	p.primary.StopOrFail(t, "immediate")
 	promotedAt(t, p.standby, failoverBound+2*time.Second)
 	p.waitState(t, p.standby, "primary", "alone", 10*time.Second)
@@ -156,6 +161,11 @@ func TestOldPrimaryRestartedAfterTheFailoverTakesNoWrites(t *testing.T) {
 	p.waitState(t, p.primary, "primary", "fenced", 10*time.Second)
 	code, err = tryWrite(p.primary, "regress_app")
 	assert.Equal(t, "57P03", code, "an application's connection to the fenced node: %v", err)
+	err = execOver(p.primary, map[string]string{"user": "regress_app", "application_name": "pg_keeper_go"}, "select 1")
+	assert.Equal(t, "57P03", sqlState(err), "an application named pg_keeper_go: %v", err)
+	assert.NotEqual(t, "0", p.primary.QueryString(t, "postgres",
+		"select count(*) from pg_stat_activity where usename = 'regress_keeper' and backend_type = 'client backend'"),
+		"the keeper's sessions on its fenced node")
 	code, err = tryWrite(p.primary, "postgres")
 	assert.Equal(t, "25006", code, "%v", err)
 
