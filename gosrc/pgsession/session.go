@@ -12,11 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
 )
@@ -68,8 +70,30 @@ func New(connString, applicationName string) (*Session, error) {
 	return NewWithConfig(cfg), nil
 }
 
+// Pinned are the settings every session sets in its startup packet, where
+// they win over what a role or database sets (ALTER ROLE ... SET): no
+// setting made for the applications can hold up, break or redirect the
+// project's queries.  search_path is PostgreSQL's default, with which the
+// users created their tables (pg_catalog, not named, is searched first, so
+// nothing shadows a built-in function).  The context deadline bounds each
+// call more tightly; the timeouts bound what runs on in the server.
+var Pinned = map[string]string{
+	"search_path":                         `"$user", public`,
+	"statement_timeout":                   "30s",
+	"lock_timeout":                        "5s",
+	"idle_in_transaction_session_timeout": "30s",
+}
+
+// ownCancelDelay is how long, after its deadline, a query on the keeper's
+// own server may take to end once the server has been asked to cancel it.
+const ownCancelDelay = 500 * time.Millisecond
+
 // NewOwn is New for a keeper's session to its own server: it carries the
-// server's session token (none when sessionToken is empty).
+// server's session token (none when sessionToken is empty), commits with
+// synchronous_commit = local (the keeper's own writes never wait for a
+// standby, which may be the dead old primary), and when a call's deadline
+// passes it asks the server to cancel the query before giving up on the
+// connection.
 func NewOwn(connString, sessionToken string) (*Session, error) {
 	s, err := New(connString, ApplicationName)
 	if err != nil {
@@ -77,6 +101,10 @@ func NewOwn(connString, sessionToken string) (*Session, error) {
 	}
 	if sessionToken != "" {
 		s.cfg.RuntimeParams[SessionTokenParam] = sessionToken
+	}
+	s.cfg.RuntimeParams["synchronous_commit"] = "local"
+	s.cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: ownCancelDelay}
 	}
 	return s, nil
 }
@@ -87,7 +115,7 @@ func NewWithConfig(cfg *pgx.ConnConfig) *Session { return &Session{cfg: cfg} }
 
 // NewConnConfig makes the pgx configuration of a parsed connection string
 // for the project's short, deadline-bound sessions: applicationName unless
-// the string sets one, one round trip per query and nothing cached across
+// the string sets one, the Pinned settings, one round trip per query and nothing cached across
 // reconnects (simple protocol), no connect timeout of its own (the
 // caller's context bounds connecting).
 func NewConnConfig(pc *pgconn.Config, applicationName string) (*pgx.ConnConfig, error) {
@@ -96,9 +124,14 @@ func NewConnConfig(pc *pgconn.Config, applicationName string) (*pgx.ConnConfig, 
 		return nil, fmt.Errorf("default pgx config: %w", err)
 	}
 	cfg.Config = *pc
+	cfg.RuntimeParams = maps.Clone(pc.RuntimeParams)
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = applicationName
 	}
+	maps.Copy(cfg.RuntimeParams, Pinned)
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	cfg.ConnectTimeout = 0
 	return cfg, nil

@@ -387,3 +387,27 @@ func TestTheFirstPrimaryIsInTheFailoverLogBeforeAnyFailover(t *testing.T) {
 	assert.Equal(t, "1", p.primary.QueryString(t, "pg_state", "select count(*) from failover_log"), "a restart adds no second initial row")
 	assert.Equal(t, 1, strings.Count(p.primary.Log(), "recorded this node as the initial primary"))
 }
+
+// TestTheFailoverRecordIgnoresSettingsMadeForApplications: a database
+// search_path that hides the failover log and a synchronous_standby_names
+// the promoted node inherited (its only standby was the dead old primary)
+// neither lose nor hold up the record: the keeper's sessions pin their
+// settings and commit with synchronous_commit = local.
+func TestTheFailoverRecordIgnoresSettingsMadeForApplications(t *testing.T) {
+	p := startPair(t, nil)
+	p.primary.Exec(t, "postgres", "alter database pg_state set search_path = nowhere")
+	for _, n := range []*pgtest.Node{p.primary, p.standby} {
+		n.SetConf(t, "synchronous_standby_names", "'*'")
+		n.Reload(t)
+	}
+	p.primary.StopOrFail(t, "immediate")
+	promoted := promotedAt(t, p.standby, failoverBound+2*time.Second)
+	p.standby.WaitLog(t, "pg_keeper_go: failover recorded in", 10*time.Second)
+	recorded, err := pgtest.LogTime(p.standby.Log(), "pg_keeper_go: failover recorded in")
+	require.NoError(t, err)
+	t.Logf("recorded %s after the promotion", recorded.Sub(promoted).Round(time.Millisecond))
+	assert.Less(t, recorded.Sub(promoted), keepaliveTime, "the record waited")
+	assert.NotContains(t, p.standby.Log(), "failover not recorded")
+	assert.Equal(t, "2", p.standby.QueryString(t, "pg_state",
+		"select new_timeline from public.failover_log where old_primary is not null"))
+}
