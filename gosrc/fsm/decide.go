@@ -48,6 +48,7 @@ type Observation struct {
 	EverConnected  bool          // a check of the primary succeeded since the node became a standby
 	PartnerLost    bool          // a primary's last check of its standby failed or got no grant
 	WALReceiverAge time.Duration // a standby's WAL receiver: age of its last message; negative when it does not stream
+	WALReceiverErr string        // why the WAL receiver could not be read at the last check ("" when it was)
 
 	// What the last check learnt of the partner.
 	PartnerAnswered   bool

@@ -189,12 +189,17 @@ func TestTheGuardOfAPrimary(t *testing.T) {
 	}{
 		{"a fenced node is fenced even with invalid settings", func(o *Observation) { o.Fenced, o.ConfigError = "old", "bad" }, host.GuardFenced},
 		{"a node not judged since start-up is pending", func(o *Observation) { o.Judged = false }, host.GuardPending},
-		{"a keeper with invalid settings does not guard", func(o *Observation) { o.Judged, o.ConfigError = false, "bad" }, host.GuardOpen},
-		{"a keeper whose partner is of another cluster does not guard", func(o *Observation) {
-			o.PartnerAnswered, o.PartnerSystemID = true, 2
+		{"a keeper with invalid settings does not guard a primary never armed", func(o *Observation) { o.Judged, o.ConfigError, o.Armed = false, "bad", false }, host.GuardOpen},
+		{"a keeper with invalid settings keeps an armed primary closed", func(o *Observation) { o.Judged, o.ConfigError = false, "bad" }, host.GuardPending},
+		{"a keeper whose partner is of another cluster does not guard a primary never armed", func(o *Observation) {
+			o.PartnerAnswered, o.PartnerSystemID, o.Armed = true, 2, false
 		}, host.GuardOpen},
+		{"a keeper whose partner is of another cluster keeps an armed primary closed", func(o *Observation) {
+			o.PartnerAnswered, o.PartnerSystemID = true, 2
+		}, host.GuardPending},
 		{"with a witness writes need the lease even without a standby", func(o *Observation) { o.Witness, o.Armed, o.PartnerLost = true, false, true }, host.GuardLeased},
-		{"a primary no standby has followed is open under safety", func(o *Observation) { o.Safety, o.Armed = true, false }, host.GuardOpen},
+		{"a primary no standby has followed is open under safety: nobody can have split from it", func(o *Observation) { o.Safety, o.Armed = true, false }, host.GuardOpen},
+		{"a primary no standby has followed is open under availability", func(o *Observation) { o.Armed = false }, host.GuardOpen},
 		{"safety keeps the lease when the standby is lost", func(o *Observation) { o.Safety, o.PartnerLost = true, true }, host.GuardLeased},
 		{"availability opens when the standby is lost", func(o *Observation) { o.PartnerLost = true }, host.GuardOpen},
 		{"availability uses the lease while the standby grants it", func(*Observation) {}, host.GuardLeased},
@@ -246,6 +251,7 @@ func TestPromotionHold(t *testing.T) {
 		{"an unreachable witness holds", func(o *Observation) { o.Witness, o.WitnessErr = true, "timeout" }, true, 0},
 		{"a lease at the witness holds", func(o *Observation) { o.Witness, o.WitnessHolder = true, "node1:5432" }, true, 0},
 		{"a witness with no lease lets the standby promote", func(o *Observation) { o.Witness = true }, false, 0},
+		{"a WAL receiver that could not be read holds", func(o *Observation) { o.WALReceiverErr = "permission denied" }, true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,12 +11,16 @@ import (
 //
 //   - Fenced: no writes, no ordinary connections.
 //   - A keeper that cannot judge (invalid settings, a partner of another
-//     cluster) does not guard.
+//     cluster) keeps a primary that a standby has followed closed: it
+//     cannot tell whether that standby took over.  One that was never
+//     armed does not guard.
 //   - Until the first check since start-up: pending (the node may be an
 //     old primary).
-//   - With a witness, or with split_brain_policy = safety once a standby
-//     has followed this primary: writes only under the lease, which the
-//     standby's grants and the witness's renewals extend.
+//   - With a witness: writes only under the lease, which the standby's
+//     grants and the witness's renewals extend.
+//   - With split_brain_policy = safety, once a standby has followed this
+//     primary (the state file remembers it across restarts): writes only
+//     under the lease.
 //   - With availability (pg_keeper's behaviour): under the lease while the
 //     standby grants it, open when the standby is lost.  The lease still
 //     stops a primary that resumes after a pause from committing before
@@ -26,8 +30,12 @@ func primaryGuard(o Observation, d Decision) (host.GuardMode, string) {
 	switch {
 	case d.Fence != "":
 		return host.GuardFenced, d.Fence
+	case o.ConfigError != "" && d.Armed:
+		return host.GuardPending, "the keeper's settings are invalid, and a standby has followed this primary: no writes until they are fixed"
 	case o.ConfigError != "":
 		return host.GuardOpen, "not guarded: the keeper's settings are invalid"
+	case d.ClusterError != "" && d.Armed:
+		return host.GuardPending, d.ClusterError + ", and a standby has followed this primary: no writes until this is fixed"
 	case d.ClusterError != "":
 		return host.GuardOpen, "not guarded: " + d.ClusterError
 	case !o.Judged:
@@ -62,8 +70,12 @@ func promotedGuard(o Observation) (host.GuardMode, string) {
 // lease this standby granted has expired with a margin, the primary's
 // lease at the witness (if any) too, and no WAL arrives from it (the
 // second signal: losing only the network the checks use is not a
-// failover).
+// failover).  A WAL receiver that could not be read holds the promotion:
+// not knowing is not "not streaming".
 func PromotionHold(o Observation) (string, time.Duration) {
+	if o.WALReceiverErr != "" {
+		return "the WAL receiver could not be read: " + o.WALReceiverErr, 0
+	}
 	fresh := 2 * o.KeepaliveTime
 	if o.WALReceiverAge >= 0 && o.WALReceiverAge < fresh {
 		return fmt.Sprintf("the WAL receiver still streams from the primary (last message %s ago)",

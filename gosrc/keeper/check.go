@@ -30,6 +30,7 @@ func (k *Keeper) check(inRecovery bool) {
 	o := &k.obs
 	o.PartnerAnswered, o.PartnerSystemID, o.PartnerInRecovery, o.PartnerTimeline = false, 0, false, 0
 	if err := k.ensureConns(); err != nil {
+		o.WALReceiverErr = "no session to this node: " + conninfo.ErrorLine(err)
 		k.countFailure(err)
 		k.sched.nextCheck = time.Now().Add(k.settings.KeepaliveTime)
 		return
@@ -104,7 +105,7 @@ func (k *Keeper) check(inRecovery bool) {
 	partner := sc.Partner
 	if inRecovery {
 		partner = pc.Partner
-		o.WALReceiverAge, k.history.standby = pc.WALReceiverAge, pc
+		o.WALReceiverAge, o.WALReceiverErr, k.history.standby = pc.WALReceiverAge, conninfo.ErrorLine(pc.WALReceiverErr), pc
 		k.logOnce("walreceiver", conninfo.ErrorLine(pc.WALReceiverErr), host.LevelWarning, "pg_keeper_go: cannot read the WAL receiver: ",
 			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")
 	} else {

@@ -136,13 +136,16 @@ const partnerFacts = `select pg_is_in_recovery(),
        case when pg_is_in_recovery() then 0 else ` + pgsession.TimelineSQL + ` end`
 
 // walReceiverAge is how long ago the WAL receiver heard from the primary,
-// in seconds, or -1 when it does not stream; the replay lag in seconds (0
+// in seconds, -1 when it does not stream, or -2 when this role may not see
+// its status (it needs pg_read_all_stats); the replay lag in seconds (0
 // before the first replayed transaction); the replay position in bytes;
 // whether WAL can come from restore_command; and the application name the
 // WAL receiver shows the primary (its conninfo's application_name, else
 // the fallback it sets: cluster_name or "walreceiver").
-const walReceiverAge = `select coalesce((select extract(epoch from clock_timestamp() - last_msg_receipt_time)
-                          from pg_stat_wal_receiver where status = 'streaming'), -1)::float8,
+const walReceiverAge = `select coalesce((select case when status is null then -2
+                                      when status <> 'streaming' then -1
+                                      else extract(epoch from clock_timestamp() - last_msg_receipt_time) end
+                          from pg_stat_wal_receiver), -1)::float8,
        coalesce(` + pgsession.ReplayLagSQL + `, 0),
        coalesce(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), -1)::int8,
        current_setting('restore_command') <> '',
@@ -191,6 +194,8 @@ func (p *Prober) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
 	)
 	if err := p.local.QueryRow(ctx, walReceiverAge, &age, &lag, &replayed, &archive, &appName); err != nil {
 		pc.WALReceiverAge, pc.WALReceiverErr = -1, fmt.Errorf("local node: %w", err)
+	} else if age == -2 {
+		pc.WALReceiverAge, pc.WALReceiverErr = -1, errors.New("pg_stat_wal_receiver hides its status from the role of pg_keeper.my_conninfo")
 	} else {
 		pc.WALReceiverAge = time.Duration(age * float64(time.Second))
 		pc.ReplayLag = time.Duration(max(lag, 0) * float64(time.Second))
