@@ -43,6 +43,7 @@ typedef struct PgKeeperShared
 	int			guard_mode;		/* PGK_GUARD_* */
 	char		guard_reason[PGK_TEXT_LEN];
 	char		session_token[PGK_SESSION_TOKEN_LEN];	/* hex; set at start */
+	char		core_error[PGK_TEXT_LEN];	/* why the core could not run, "" */
 	bool		grants_closed;	/* a promotion has begun: grant nothing */
 	int64		last_grant_ns;	/* CLOCK_BOOTTIME of the last grant, or 0 */
 } PgKeeperShared;

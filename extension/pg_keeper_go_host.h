@@ -33,6 +33,13 @@
 /* Name of the exported Go entry point, looked up with dlsym(). */
 #define PGK_ENTRY_SYMBOL "pg_keeper_go_run"
 
+/*
+ * Name of the exported Go function that returns the PGK_HOST_ABI_VERSION
+ * the core was built with; the worker calls it before the entry point and
+ * does not run a core built for another ABI.
+ */
+#define PGK_ABI_SYMBOL "pg_keeper_go_abi_version"
+
 /* Levels for PgKeeperHost.log. */
 #define PGK_LOG_DEBUG	0		/* DEBUG1 */
 #define PGK_LOG_INFO	1		/* LOG */
@@ -176,5 +183,8 @@ typedef struct PgKeeperHost
 
 /* The Go entry point.  Runs until shutdown; returns a PGK_EXIT_* code. */
 typedef int (*PgKeeperRunFunc) (const PgKeeperHost *host);
+
+/* The Go core's ABI version (PGK_ABI_SYMBOL). */
+typedef uint32_t (*PgKeeperAbiFunc) (void);
 
 #endif							/* PG_KEEPER_GO_HOST_H */

@@ -15,10 +15,14 @@
  * signals are still blocked, so Go's threads keep them blocked and
  * PostgreSQL's handlers only run on this thread.
  *
- * Exit codes: 0 (not restarted) on a requested shutdown, when another
- * keeper already runs, and when the library cannot be loaded (restarting
- * would not cure it); 1 (restarted after PGK_RESTART_SECONDS, init.c) when
- * Go returns an error.
+ * Exit codes: 0 (not restarted) on a requested shutdown and when another
+ * keeper already runs; 1 (restarted after PGK_RESTART_SECONDS, init.c)
+ * otherwise.  A core library that cannot be loaded, or that was built for
+ * another host ABI, is reported once (the message is kept in shared memory
+ * across restarts of the worker), the guard is opened with the reason (no
+ * keeper guards the node, as without pg_keeper_go), and the worker waits
+ * PGK_CORE_RETRY_MS before it exits to be restarted and try again: a fixed
+ * installation is picked up without a server restart.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,11 +39,14 @@
 #include "postmaster/interrupt.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/spin.h"
 
+#include "compat.h"
 #include "pg_keeper_go.h"
 
 #define PGK_CORE_LIBRARY "pg_keeper_go_core.so"
+#define PGK_CORE_RETRY_MS 10000
 
 PGDLLEXPORT void pg_keeper_go_main(Datum main_arg);
 
@@ -118,13 +125,52 @@ pgk_publish_c_error(const char *msg)
 	pgk_publish(&st);
 }
 
+/*
+ * The core library cannot run: say so (once for the same reason), open the
+ * guard with the reason, wait, and exit to be restarted, or exit 0 on a
+ * requested shutdown.
+ */
+static void
+pgk_core_unavailable(const char *msg, const char *hint)
+{
+	char		reason[PGK_TEXT_LEN];
+	bool		repeated;
+
+	pgk_publish_c_error(msg);
+	snprintf(reason, sizeof(reason), "the keeper is not running: %s", msg);
+	/* Without a keeper nothing guards writes: say so, do not block them. */
+	pgk_guard_set_mode(PGK_GUARD_OPEN, 0, reason);
+
+	SpinLockAcquire(&pgk_shared->mutex);
+	repeated = strcmp(pgk_shared->core_error, msg) == 0;
+	strlcpy(pgk_shared->core_error, msg, sizeof(pgk_shared->core_error));
+	SpinLockRelease(&pgk_shared->mutex);
+	if (!repeated)
+		ereport(WARNING,
+				(errmsg("pg_keeper_go: %s", msg),
+				 errdetail("No keeper runs on this node and its writes are not guarded; the worker tries again every %d seconds.",
+						   PGK_CORE_RETRY_MS / 1000),
+				 errhint("%s", hint)));
+
+	BackgroundWorkerUnblockSignals();
+	for (int waited = 0; waited < PGK_CORE_RETRY_MS && !ShutdownRequestPending; waited += 1000)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	proc_exit(ShutdownRequestPending ? 0 : 1);
+}
+
 void
 pg_keeper_go_main(Datum main_arg)
 {
 	char		path[MAXPGPATH];
 	void	   *handle;
 	PgKeeperRunFunc run;
+	PgKeeperAbiFunc abi;
 	PgKeeperHost host;
+	char		msg[PGK_TEXT_LEN];
 	pid_t		other;
 	int			rc;
 
@@ -150,18 +196,26 @@ pg_keeper_go_main(Datum main_arg)
 	run = handle ? (PgKeeperRunFunc) dlsym(handle, PGK_ENTRY_SYMBOL) : NULL;
 	if (run == NULL)
 	{
-		char		msg[PGK_TEXT_LEN];
-
 		snprintf(msg, sizeof(msg), "could not load \"%s\": %s", path, dlerror());
-		pgk_publish_c_error(msg);
-		/* Without a keeper nothing guards writes: say so, do not block them. */
-		pgk_guard_set_mode(PGK_GUARD_OPEN, 0, "the keeper is not running");
-		ereport(WARNING,
-				(errmsg("pg_keeper_go: %s", msg),
-				 errhint("Install the Go core library with \"make install\"; the keeper stays off until the server is restarted.")));
-		/* Exit code 0: a missing library is not cured by restarting. */
-		proc_exit(0);
+		pgk_core_unavailable(msg, "Install pg_keeper_go_core.so with the package, or with \"make install\".");
 	}
+	abi = (PgKeeperAbiFunc) dlsym(handle, PGK_ABI_SYMBOL);
+	if (abi == NULL || abi() != PGK_HOST_ABI_VERSION)
+	{
+		if (abi == NULL)
+			snprintf(msg, sizeof(msg), "\"%s\" does not say which host ABI it was built for (it is older than this pg_keeper_go.so)",
+					 path);
+		else
+			snprintf(msg, sizeof(msg), "\"%s\" was built for host ABI %u, this pg_keeper_go.so offers %d",
+					 path, (unsigned) abi(), PGK_HOST_ABI_VERSION);
+		pgk_core_unavailable(msg, "Install pg_keeper_go.so and pg_keeper_go_core.so from the same build or package.");
+	}
+	SpinLockAcquire(&pgk_shared->mutex);
+	msg[0] = pgk_shared->core_error[0];
+	pgk_shared->core_error[0] = '\0';
+	SpinLockRelease(&pgk_shared->mutex);
+	if (msg[0] != '\0')
+		ereport(LOG, (errmsg("pg_keeper_go: the Go core library loads again")));
 
 	pgk_check_thread_signal_masks();
 	BackgroundWorkerUnblockSignals();

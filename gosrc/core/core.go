@@ -226,6 +226,12 @@ func importEnv(h cHost) {
 	}
 }
 
+// pg_keeper_go_abi_version is the host ABI this core was built for: the C
+// worker runs the core only when it is its own.
+//
+//export pg_keeper_go_abi_version
+func pg_keeper_go_abi_version() C.uint32_t { return C.PGK_HOST_ABI_VERSION }
+
 //export pg_keeper_go_run
 func pg_keeper_go_run(ch *C.PgKeeperHost) (code C.int) {
 	h := cHost{ch}

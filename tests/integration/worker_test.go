@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,4 +115,47 @@ func TestPrivileges(t *testing.T) {
 	_, err = as("app", "show pg_keeper.partner_conninfo")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "must be superuser or have privileges of pg_read_all_settings")
+}
+
+// TestAMissingCoreLibraryIsReportedOnceAndPickedUpWhenInstalled: without
+// pg_keeper_go_core.so the worker says so once, opens the guard with the
+// reason, and keeps trying (it is restarted, not unregistered), so that
+// installing the library is enough.  The test moves the installed library
+// aside for a while.
+func TestAMissingCoreLibraryIsReportedOnceAndPickedUpWhenInstalled(t *testing.T) {
+	in := pgtest.Require(t, true)
+	core := filepath.Join(in.PkgLibDir, "pg_keeper_go_core.so")
+	aside := core + ".moved-by-test"
+	require.NoError(t, os.Rename(core, aside))
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			require.NoError(t, os.Rename(aside, core))
+		}
+	}
+	t.Cleanup(restore)
+
+	n := in.NewPrimary(t, "nocore", map[string]string{
+		"shared_preload_libraries":   "'pg_keeper_go'",
+		"pg_keeper.partner_conninfo": pgtest.Quote("host=127.0.0.1 port=1 user=postgres dbname=postgres"),
+	})
+	const warning = "WARNING:  pg_keeper_go: could not load"
+	n.WaitLog(t, warning, 10*time.Second)
+	first := n.QueryString(t, "postgres", "select worker_pid from pg_keeper_status()")
+	assert.Equal(t, "misconfigured|open", n.QueryString(t, "postgres", "select state || '|' || guard from pg_keeper_status()"))
+	assert.Contains(t, n.QueryString(t, "postgres", "select guard_reason from pg_keeper_status()"), "the keeper is not running: could not load")
+	pgtest.Eventually(t, 20*time.Second, poll, func() (bool, string) {
+		pid := n.QueryString(t, "postgres", "select coalesce(worker_pid::text, '') from pg_keeper_status()")
+		return pid != "" && pid != first, "the worker was not started again (pid " + pid + ")"
+	})
+	n.WaitLog(t, "LOG:  background worker \"pg_keeper_go keeper\" (PID "+first+") exited with exit code 1", 5*time.Second)
+	assert.Equal(t, 1, strings.Count(n.Log(), warning), "the same problem is logged once")
+
+	restore()
+	n.WaitLog(t, "pg_keeper_go: the Go core library loads again", 20*time.Second)
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		e := n.QueryString(t, "postgres", "select config_error from pg_keeper_status()")
+		return !strings.Contains(e, "could not load"), "config_error " + e
+	})
 }
