@@ -20,14 +20,16 @@ const (
 	// recovery.
 	Promote Action = "promote"
 	// FinishPromotion waits until the node accepts writes, records the
-	// failover and runs after_command.
+	// failover and runs after_command, in the background: the keeper
+	// checks and publishes meanwhile.
 	FinishPromotion Action = "finish-promotion"
 	// DisableSync switches synchronous replication off, remembering the
 	// setting it had.
 	DisableSync Action = "disable-sync"
 	// RestoreSync puts back the synchronous setting that DisableSync saved.
 	RestoreSync Action = "restore-sync"
-	// Fence refuses connections and writes and ends client sessions.
+	// Fence refuses connections and writes and ends every session and
+	// worker that could write.
 	Fence Action = "fence"
 	// RecordPrimary writes this node into the failover log as the primary
 	// when the log has no row yet, so that readers of the log find the

@@ -123,26 +123,15 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	return nil
 }
 
-// finishPromotion runs once recovery has ended: it waits until the node
-// accepts writes, records the failover and starts after_command.  Each step
+// finishPromotion runs once recovery has ended.  In the background, on
+// sessions of its own, it waits until the node accepts writes and records
+// the failover; then the main goroutine starts after_command.  The loop
+// goes on checking, renewing leases and publishing meanwhile.  Each step
 // that fails is logged; none of them undoes the promotion.
 func (k *Keeper) finishPromotion(fsm.Decision) error {
 	k.promo.at = time.Now()
 	k.promo.failovers++
-	local := k.conns.local
-	err := k.await(writableTimeout, func(ctx context.Context) error { return local.WaitWritable(ctx) })
-	if errors.Is(err, errShutdown) {
-		return nil
-	}
 	_, tli, _ := k.host.WALPosition()
-	writable := time.Since(k.promo.askedAt).Round(time.Millisecond)
-	if err != nil {
-		k.host.Log(host.LevelWarning, "pg_keeper_go: promoted node does not accept writes yet: "+conninfo.RedactError(err), "",
-			"Check pg_keeper.my_conninfo; the failover record and after_command run anyway.")
-	} else {
-		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: promoted: the node accepts writes on timeline %d, %s after the promotion request", tli, writable), "", "")
-	}
-
 	rec := node.FailoverRecord{
 		PromotedAt:  k.promo.at,
 		Host:        k.self.hostname,
@@ -151,23 +140,53 @@ func (k *Keeper) finishPromotion(fsm.Decision) error {
 		PromoteLSN:  k.promo.lsn,
 		Reason:      fmt.Sprintf("%d of %d checks of the primary failed; last: %s", k.obs.Failures, k.settings.KeepaliveCount, k.history.lastReason),
 	}
-	if k.settings.FailoverLogDatabase != "" {
-		var recorded bool
-		err := k.await(recordTimeout, func(ctx context.Context) (err error) {
-			recorded, err = local.RecordFailover(ctx, rec)
-			return err
-		})
-		switch {
-		case errors.Is(err, errShutdown):
-			return nil
-		case recorded:
-			k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: failover recorded in %s", k.settings.failoverLogTarget()), "", "")
-		case err != nil:
-			k.host.Log(host.LevelWarning, "pg_keeper_go: failover not recorded: "+conninfo.RedactError(err), "",
-				"Create the table with sql/pg_state.sql, or set pg_keeper.failover_log_database = '' to turn the record off.")
-		}
+	local, err := k.deps.NewNode(k.settings)
+	if err != nil {
+		k.host.Log(host.LevelWarning, "pg_keeper_go: failover not recorded: "+conninfo.RedactError(err), "", "Check pg_keeper.my_conninfo.")
+		k.startAfterCommand(rec)
+		return nil
 	}
-	k.startAfterCommand(rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	k.promo.cancel = cancel
+	askedAt, record, target := k.promo.askedAt, k.settings.FailoverLogDatabase != "", k.settings.failoverLogTarget()
+	k.goSafe(func() {
+		defer local.Close()
+		defer cancel()
+		wctx, wcancel := context.WithTimeout(ctx, writableTimeout)
+		err := local.WaitWritable(wctx)
+		wcancel()
+		writable := time.Since(askedAt).Round(time.Millisecond)
+		if ctx.Err() != nil {
+			return // the keeper stops
+		}
+		k.post(func() {
+			if err != nil {
+				k.host.Log(host.LevelWarning, "pg_keeper_go: promoted node does not accept writes yet: "+conninfo.RedactError(err), "",
+					"Check pg_keeper.my_conninfo; the failover record and after_command run anyway.")
+				return
+			}
+			k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: promoted: the node accepts writes on timeline %d, %s after the promotion request", tli, writable), "", "")
+		})
+		if record {
+			rctx, rcancel := context.WithTimeout(ctx, recordTimeout)
+			recorded, err := local.RecordFailover(rctx, rec)
+			rcancel()
+			if ctx.Err() != nil {
+				return
+			}
+			k.post(func() {
+				switch {
+				case recorded:
+					k.host.Log(host.LevelInfo, "pg_keeper_go: failover recorded in "+target, "", "")
+				case err != nil:
+					k.host.Log(host.LevelWarning, "pg_keeper_go: failover not recorded: "+conninfo.RedactError(err), "",
+						"Create the table with sql/pg_state.sql, or set pg_keeper.failover_log_database = '' to turn the record off.")
+				}
+			})
+		}
+		// Forked from the main goroutine (the rules at the C/Go boundary).
+		k.post(func() { k.startAfterCommand(rec) })
+	})
 	return nil
 }
 

@@ -53,6 +53,8 @@ type fakeNode struct {
 	restored []node.SyncSetting
 	// recordErr, when set, is what RecordFailover fails with.
 	recordErr atomic.Pointer[error]
+	// recordGate, when set, holds RecordFailover until it is closed.
+	recordGate atomic.Pointer[chan struct{}]
 	// extension: the databases EnsureExtension was asked for, per call
 	// (kept apart from calls); extensionErr fails it; extensionMissing
 	// makes it report the extension created.
@@ -91,11 +93,18 @@ func (n *fakeNode) WaitWritable(context.Context) error { n.called("writable"); r
 
 // RecordFailover keeps rec; an initial record only goes into an empty
 // log, as node.Local writes it.
-func (n *fakeNode) RecordFailover(_ context.Context, rec node.FailoverRecord) (bool, error) {
+func (n *fakeNode) RecordFailover(ctx context.Context, rec node.FailoverRecord) (bool, error) {
 	if rec.Initial {
 		n.called("record initial")
 	} else {
 		n.called("record")
+	}
+	if gate := n.recordGate.Load(); gate != nil {
+		select {
+		case <-*gate:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
 	if err := n.recordErr.Load(); err != nil {
 		return false, *err

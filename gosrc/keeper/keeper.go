@@ -110,10 +110,11 @@ type appliedGuard struct {
 
 // promotion is what the keeper remembers of its promotion of this node.
 type promotion struct {
-	askedAt   time.Time // when Promote was called
-	lsn       uint64    // the last WAL position replayed before it
-	at        time.Time // when recovery ended
-	failovers int       // promotions since the worker started
+	askedAt   time.Time          // when Promote was called
+	lsn       uint64             // the last WAL position replayed before it
+	at        time.Time          // when recovery ended
+	failovers int                // promotions since the worker started
+	cancel    context.CancelFunc // stops finishing the last promotion (on shutdown)
 	// logChecked: the failover log has a row (the keeper wrote the
 	// initial primary, or found one); it is not read again this run.
 	logChecked bool
@@ -152,6 +153,9 @@ func (k *Keeper) Run() (code int) {
 			k.host.Log(host.LevelWarning, fmt.Sprintf("pg_keeper_go: keeper stopped by a panic: %v", r),
 				string(debug.Stack()), "The worker restarts; please report this as a bug.")
 			code = host.ExitRestart
+		}
+		if k.promo.cancel != nil {
+			k.promo.cancel()
 		}
 		k.stopHTTP()
 		k.closeConns()

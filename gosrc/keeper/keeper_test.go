@@ -65,8 +65,35 @@ func TestPromotedNodeThatInheritedSyncReplicationSwitchesToAsyncAtOnce(t *testin
 	})
 	r.prober.primary.Store(func(context.Context) error { return errRefused })
 	r.waitStatus(t, "the switch to async", stateIs("primary", "async"))
-	assert.Equal(t, []string{"writable", "record", "disable-sync"}, r.node.history())
+	require.Eventually(t, func() bool { return len(r.node.history()) == 3 }, 5*time.Second, 5*time.Millisecond)
+	assert.ElementsMatch(t, []string{"writable", "record", "disable-sync"}, r.node.history())
 	assert.NotContains(t, r.host.logText(), `to "primary:connected"`, "the dead old primary is never taken for a healthy standby")
+}
+
+// TestChecksGoOnWhileTheFailoverIsRecorded: the failover record and
+// after_command run off the main loop, which keeps checking and
+// publishing while the record hangs; after_command starts after it.
+func TestChecksGoOnWhileTheFailoverIsRecorded(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.after_command": "true"})
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	gate := make(chan struct{})
+	r.node.recordGate.Store(&gate)
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
+	require.Eventually(t, func() bool { return strings.Contains(strings.Join(r.node.history(), ","), "record") }, 5*time.Second, 5*time.Millisecond)
+
+	checks := r.prober.checks.Load()
+	st := r.waitStatus(t, "the checks of the new primary", stateIs("primary", "alone"))
+	updated := st.UpdatedAt
+	require.Eventually(t, func() bool { return r.prober.checks.Load() >= checks+3 }, 5*time.Second, 5*time.Millisecond,
+		"checks while the record hangs")
+	r.waitStatus(t, "a newer status", func(s status.Snapshot) bool { return s.UpdatedAt.After(updated) })
+	assert.NotContains(t, r.host.logText(), "after_command started", "after_command waits for the record")
+
+	close(gate)
+	require.Eventually(t, func() bool { return strings.Contains(r.host.logText(), "after_command finished") }, 5*time.Second, 5*time.Millisecond)
+	logs := r.host.logText()
+	assert.Less(t, strings.Index(logs, "failover recorded in"), strings.Index(logs, "after_command started"))
 }
 
 func TestStandbyThatNeverReachedItsPrimaryDoesNotPromote(t *testing.T) {
