@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
 #include <time.h>
 
 #include "access/xact.h"
@@ -104,11 +105,19 @@ pgk_guard_set_mode(int mode, int64 lease_until_ns, const char *reason)
 }
 
 /*
+ * The deadline the commit check of the committing transaction passed
+ * under: 0 when there is nothing to check again after the commit record,
+ * PG_UINT64_MAX when the guard was open.
+ */
+static uint64 pgk_checked_until = 0;
+
+/*
  * Refuse to make a write durable unless the guard lets writes through now:
  * the ERROR rolls the transaction back.  The cost on the common path is one
- * atomic read and, under a lease, one vDSO clock read.
+ * atomic read and, under a lease, one vDSO clock read.  Returns the
+ * deadline the write passed under.
  */
-static void
+static uint64
 pgk_check_commit(const char *what)
 {
 	uint64		until;
@@ -118,10 +127,10 @@ pgk_check_commit(const char *what)
 
 	until = pg_atomic_read_u64(&pgk_shared->commit_until);
 	if (until == PG_UINT64_MAX)
-		return;
+		return until;
 	now = pgk_boottime_ns();
 	if (until != 0 && now > 0 && (uint64) now < until)
-		return;
+		return until;
 
 	mode = pgk_read_guard(reason, sizeof(reason));
 	if (until != 0 && now <= 0)
@@ -145,16 +154,61 @@ pgk_guarded_process(void)
 	return MyBackendType != B_AUTOVAC_WORKER && MyBackendType != B_AUTOVAC_LAUNCHER;
 }
 
-/* Before a write transaction commits or is prepared. */
+/*
+ * After the commit record of a write that passed the check under a lease:
+ * if the lease has ended meanwhile (the machine was frozen inside the
+ * commit, or a synchronous standby answered late), the client must not
+ * learn that it committed.  The commit cannot be undone any more (an ERROR
+ * here would be a PANIC), so the connection is cut before the server
+ * acknowledges it: to the client this is a connection lost at commit,
+ * whose outcome it does not know, as after any crash.  The new primary,
+ * which promoted after that lease, does not have the write.
+ */
+static void
+pgk_recheck_after_commit(void)
+{
+	uint64		until = pg_atomic_read_u64(&pgk_shared->commit_until);
+	int64		now = pgk_boottime_ns();
+
+	if (until == PG_UINT64_MAX || (until != 0 && now > 0 && (uint64) now < until))
+		return;
+	if (MyProcPort == NULL || MyProcPort->sock == PGINVALID_SOCKET)
+		return;					/* no client to acknowledge to */
+	shutdown(MyProcPort->sock, SHUT_RDWR);
+	ereport(LOG,
+			(errmsg("pg_keeper_go: the primary lease ended while a transaction committed: its connection is closed before the commit is acknowledged"),
+			 errdetail("The transaction is durable on this node, whose writes the new primary does not have.")));
+}
+
+/*
+ * Before a write transaction commits or is prepared: the check; after its
+ * commit (or prepare) record: the check again (pgk_recheck_after_commit).
+ */
 static void
 pgk_xact_callback(XactEvent event, void *arg)
 {
-	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE)
-		return;
-	if (pgk_shared == NULL || !pgk_guarded_process() ||
-		!TransactionIdIsValid(GetTopTransactionIdIfAny()))
-		return;
-	pgk_check_commit("commit a write transaction");
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			pgk_checked_until = 0;
+			if (pgk_shared == NULL || !pgk_guarded_process() ||
+				!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+				return;
+			pgk_checked_until = pgk_check_commit("commit a write transaction");
+			if (pgk_test_commit_delay > 0)
+				pg_usleep((long) pgk_test_commit_delay * 1000L);
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PREPARE:
+			if (pgk_checked_until != 0 && pgk_checked_until != PG_UINT64_MAX)
+				pgk_recheck_after_commit();
+			pgk_checked_until = 0;
+			break;
+		default:
+			pgk_checked_until = 0;
+			break;
+	}
 }
 
 /*

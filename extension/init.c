@@ -55,6 +55,7 @@ static char *pgk_http_address = NULL;
 static int	pgk_split_brain_policy = 0;
 static bool pgk_create_extension = true;
 static char *pgk_session_token = NULL;
+int			pgk_test_commit_delay = 0;
 
 static const struct config_enum_entry pgk_policy_options[] = {
 	{"availability", 0, false},
@@ -240,6 +241,13 @@ pgk_define_settings(void)
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_keeper.test_commit_delay",
+							"For tests only: how long a write transaction waits between the commit check and its commit record.",
+							"It shows what happens to a commit that stalls there, as on a machine frozen inside a commit.",
+							&pgk_test_commit_delay, 0, 0, 60000,
+							PGC_SUSET, GUC_UNIT_MS | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
 
 	pgk_reserve_guc_prefix("pg_keeper");
 }

@@ -51,6 +51,9 @@ typedef struct PgKeeperShared
 /* init.c: NULL until the shared memory exists (only with preloading). */
 extern PgKeeperShared *pgk_shared;
 
+/* init.c: for tests only, ms to wait between the commit check and the commit record. */
+extern int	pgk_test_commit_delay;
+
 /* guard.c: the write guard, in every backend. */
 extern int64 pgk_boottime_ns(void);
 extern int	pgk_read_guard(char *reason, size_t len);

@@ -170,3 +170,41 @@ func TestFencingEndsEverySessionThatCouldWrite(t *testing.T) {
 	err = execOver(primary, map[string]string{"user": "regress_app", "pg_keeper.session_token": strings.Repeat("0", 32)}, "select 1")
 	assert.Equal(t, "57P03", sqlState(err), "a client with a made-up session token: %v", err)
 }
+
+// TestACommitThatOutlivesItsLeaseIsNotAcknowledged: a write that passed the
+// commit check under the lease and then stalled before its commit record
+// (pg_keeper.test_commit_delay, as a machine frozen inside a commit) while
+// the lease ended is never acknowledged to its client: the connection is
+// cut at the commit instead.
+func TestACommitThatOutlivesItsLeaseIsNotAcknowledged(t *testing.T) {
+	p := startPair(t, map[string]string{"pg_keeper.split_brain_policy": "safety"})
+	primary := p.primary
+	primary.Exec(t, "postgres", "create table writes (at timestamptz default clock_timestamp())")
+	waitGuard(t, primary, "leased")
+
+	conn := primary.MustConnect(t, "postgres")
+	_, err := conn.Exec(t.Context(), "set pg_keeper.test_commit_delay = '4s'")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := conn.Exec(ctx, "insert into writes default values")
+		done <- err
+	}()
+	// The INSERT has passed the check and waits before its commit record:
+	// the standby goes, and with it the renewals of the lease (2 s).
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		n := primary.QueryString(t, "postgres", "select count(*) from pg_stat_activity where state = 'active' and query like 'insert into writes%'")
+		return n == "1", "the INSERT is not running"
+	})
+	p.standby.StopOrFail(t, "immediate")
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the INSERT never returned")
+	}
+	require.Error(t, err, "the INSERT was acknowledged after its lease had ended")
+	assert.Empty(t, sqlState(err), "a server error instead of a lost connection: %v", err)
+	primary.WaitLog(t, "the primary lease ended while a transaction committed", 5*time.Second)
+}
