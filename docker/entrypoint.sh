@@ -2,7 +2,9 @@
 # Entry point of a pg_keeper_go node container (runs as postgres).
 #
 # First start, with an empty $PGDATA:
-#   NODE_ROLE=primary   initdb, the pg_state database, CREATE EXTENSION
+#   NODE_ROLE=primary   initdb and the pg_state database, as pg_keeper's users
+#                       set it up (no CREATE EXTENSION: the keeper creates
+#                       the extension itself)
 #   NODE_ROLE=standby   pg_basebackup from $PRIMARY_HOST (retried until it answers)
 #   NODE_ROLE=witness   initdb only: a plain server both keepers keep their
 #                       lease rows on (pg_keeper.witness_conninfo)
@@ -64,7 +66,6 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
 		# No partner for this first start: the write guard starts open.
 		pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c pg_keeper.partner_conninfo=''" start >/dev/null
 		psql -X -q -v ON_ERROR_STOP=1 -d postgres -f "/usr/share/postgresql/$PG_MAJOR/extension/pg_state.sql" >/dev/null
-		psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "create extension pg_keeper_go"
 		pg_ctl -D "$PGDATA" -w -m fast stop >/dev/null
 		;;
 	standby)

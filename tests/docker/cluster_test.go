@@ -40,7 +40,8 @@ type cluster struct {
 type options struct {
 	keepaliveTime  int // seconds
 	keepaliveCount int
-	noWitness      bool // the keepers run without pg_keeper.witness_conninfo
+	noWitness      bool   // the keepers run without pg_keeper.witness_conninfo
+	extraConf      string // more postgresql.conf lines for both nodes
 }
 
 func major() string {
@@ -78,6 +79,9 @@ func startCluster(t *testing.T, o options) *cluster {
 	}
 	if o.noWitness {
 		c.env = append(c.env, "WITNESS_HOST=")
+	}
+	if o.extraConf != "" {
+		c.env = append(c.env, "EXTRA_CONF="+o.extraConf)
 	}
 	t.Cleanup(c.down)
 	c.compose("up", "-d", "witness", "node1", "node2")

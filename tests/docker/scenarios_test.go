@@ -69,9 +69,16 @@ func vanish(t *testing.T, c *cluster) time.Time {
 	return at
 }
 
-// failover runs one fault that must end with node2 promoted within bound.
+// failover runs one fault on a standard cluster that must end with node2
+// promoted within bound.
 func failover(t *testing.T, name string, inject fault) (*cluster, *writer, time.Time) {
 	c := standard(t)
+	w, at := failoverOn(t, c, name, inject)
+	return c, w, at
+}
+
+// failoverOn is failover on cluster c.
+func failoverOn(t *testing.T, c *cluster, name string, inject fault) (*writer, time.Time) {
 	w := c.startWriter()
 	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
 		return w.report(time.Time{}).node1After > 0, "the writer has not written to node1 yet"
@@ -81,7 +88,7 @@ func failover(t *testing.T, name string, inject fault) (*cluster, *writer, time.
 	c.waitState("node2", "primary", "alone", 10*time.Second)
 	r := w.report(at)
 	record(t, result{scenario: name, writable: took, overlap: r.overlap()})
-	return c, w, at
+	return w, at
 }
 
 func TestCrash(t *testing.T) {
@@ -193,13 +200,19 @@ func (c *cluster) syncReplication() {
 // before node2 may promote: no overlapping writes, and no write node1
 // acknowledged is missing on node2.
 func TestPrimaryIsolated(t *testing.T) {
-	c := standard(t)
+	primaryIsolated(t, standard(t), "primary isolated from standby and witness (synchronous replication)", "node2", "witness")
+}
+
+// primaryIsolated cuts node1 off from the others with synchronous
+// replication on, while the application still reaches it: node2 takes
+// over, no write overlaps, no write node1 acknowledged is missing on node2.
+func primaryIsolated(t *testing.T, c *cluster, scenario string, from ...string) {
 	c.syncReplication()
 	w := c.startWriter()
 	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
 		return w.report(time.Time{}).node1After > 0, "the writer has not written to node1 yet"
 	})
-	fault := partition(t, c, "node1", "node2", "witness")
+	fault := partition(t, c, "node1", from...)
 	took := waitNode2Writable(t, w, fault, bound+leaseMargin)
 	// Give the old primary time to show whether it still commits.
 	eventually(t, 3*bound, 100*time.Millisecond, func() (bool, string) {
@@ -212,22 +225,49 @@ func TestPrimaryIsolated(t *testing.T) {
 	onNode2, err := strconv.Atoi(c.psql("node2", "postgres", "select count(*) from writes where node = 'node1'"))
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, onNode2, acked, "writes node1 acknowledged that node2 does not have")
-	record(t, result{scenario: "primary isolated from standby and witness (synchronous replication)", writable: took, overlap: r.overlap(),
+	record(t, result{scenario: scenario, writable: took, overlap: r.overlap(),
 		note: fmt.Sprintf("node1 acknowledged %d writes after the cut; all %d it ever acknowledged are on node2", r.node1After, acked)})
 }
 
 // TestFrozenPrimaryResumed: node1 freezes, node2 takes over, node1
 // resumes with its sessions open: it must not commit a single write.
 func TestFrozenPrimaryResumed(t *testing.T) {
-	c, w, fault := failover(t, "frozen primary (failover part)", hang)
+	frozenPrimaryResumed(t, standard(t), "frozen primary resumed after the failover")
+}
+
+// frozenPrimaryResumed freezes node1 until node2 has taken over, then
+// resumes it: it is fenced and acknowledges no write after the freeze.
+func frozenPrimaryResumed(t *testing.T, c *cluster, scenario string) {
+	w, fault := failoverOn(t, c, scenario+" (failover part)", hang)
 	docker(t, "unpause", c.container("node1"))
 	c.waitState("node1", "primary", "fenced", 20*time.Second)
 	w.close()
 	r := w.report(fault)
 	assert.Zero(t, r.node1After, "writes node1 acknowledged after it was frozen")
 	assert.Zero(t, r.overlap())
-	record(t, result{scenario: "frozen primary resumed after the failover", writable: r.firstNode2.Sub(fault), overlap: r.overlap(),
+	record(t, result{scenario: scenario, writable: r.firstNode2.Sub(fault), overlap: r.overlap(),
 		note: fmt.Sprintf("node1 fenced on resume; it acknowledged %d writes after the freeze", r.node1After)})
+}
+
+// dropIn starts the users' pg_keeper configuration with only the library
+// name changed (the nodes run no CREATE EXTENSION: the keeper creates it)
+// and no witness, plus extraConf.
+func dropIn(t *testing.T, extraConf string) *cluster {
+	return startCluster(t, options{keepaliveTime: int(keepaliveTime.Seconds()), keepaliveCount: keepaliveCount,
+		noWitness: true, extraConf: extraConf})
+}
+
+// TestDropInPrimaryIsolated: the users' configuration with
+// split_brain_policy = safety: primaryIsolated without a witness.
+func TestDropInPrimaryIsolated(t *testing.T) {
+	primaryIsolated(t, dropIn(t, "pg_keeper.split_brain_policy = safety"),
+		"drop-in configuration (no CREATE EXTENSION), safety: primary isolated (synchronous replication)", "node2")
+}
+
+// TestDropInFrozenPrimaryResumed: the users' configuration as it is
+// (availability, no witness): frozenPrimaryResumed.
+func TestDropInFrozenPrimaryResumed(t *testing.T) {
+	frozenPrimaryResumed(t, dropIn(t, ""), "drop-in configuration (no CREATE EXTENSION): frozen primary resumed")
 }
 
 func TestSyncStandbyLoss(t *testing.T) {
