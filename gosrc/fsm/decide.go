@@ -52,6 +52,7 @@ type Observation struct {
 
 	// What the last check learnt of the partner.
 	PartnerAnswered   bool
+	PartnerIsThis     bool // the partner is this very server under another address
 	PartnerSystemID   uint64
 	PartnerInRecovery bool
 	PartnerTimeline   uint32 // when not in recovery
@@ -181,6 +182,8 @@ func clusterError(o Observation) string {
 	switch {
 	case !o.PartnerAnswered:
 		return o.ClusterError
+	case o.PartnerIsThis:
+		return fmt.Sprintf("the partner %s is this very server, not its partner", o.Partner)
 	case o.SystemID != 0 && o.PartnerSystemID != 0 && o.PartnerSystemID != o.SystemID:
 		return fmt.Sprintf("the partner %s belongs to another cluster (system identifier %d, this node %d)",
 			o.Partner, o.PartnerSystemID, o.SystemID)

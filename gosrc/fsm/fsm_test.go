@@ -34,6 +34,13 @@ func TestDecide(t *testing.T) {
 		{"a partner of another cluster makes the keeper misconfigured", func(o *Observation) {
 			o.Current, o.PartnerAnswered, o.PartnerSystemID = PrimaryConnected, true, 2
 		}, Misconfigured},
+		{"a partner that is this very server makes the keeper misconfigured", func(o *Observation) {
+			o.Current, o.PartnerAnswered, o.PartnerSystemID, o.PartnerIsThis = PrimaryConnected, true, 1, true
+		}, Misconfigured},
+		{"a standby whose partner is itself never promotes", func(o *Observation) {
+			standby(o)
+			o.Current, o.Failures, o.ClusterError = Misconfigured, 3, "the partner is this very server"
+		}, Misconfigured},
 		{"a partner of another cluster that stops answering still counts", func(o *Observation) {
 			o.Current, o.ClusterError = Misconfigured, "other"
 		}, Misconfigured},

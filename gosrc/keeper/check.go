@@ -29,6 +29,7 @@ const pauseSlack = time.Second
 func (k *Keeper) check(inRecovery bool) {
 	o := &k.obs
 	o.PartnerAnswered, o.PartnerSystemID, o.PartnerInRecovery, o.PartnerTimeline = false, 0, false, 0
+	o.PartnerIsThis = false
 	if err := k.ensureConns(); err != nil {
 		o.WALReceiverErr = "no session to this node: " + conninfo.ErrorLine(err)
 		k.countFailure(err)
@@ -112,7 +113,7 @@ func (k *Keeper) check(inRecovery bool) {
 		o.SyncConfigured = sc.SyncStandbyNames != ""
 		k.primaryLease(bootStart, sc, wl, wErr, err)
 	}
-	o.PartnerAnswered, o.PartnerSystemID = partner.Answered, partner.SystemIdentifier
+	o.PartnerAnswered, o.PartnerSystemID, o.PartnerIsThis = partner.Answered, partner.SystemIdentifier, partner.IsThisServer
 	o.PartnerInRecovery, o.PartnerTimeline = partner.InRecovery, partner.Timeline
 
 	var answered *probe.AnsweredError

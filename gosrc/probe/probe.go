@@ -51,6 +51,10 @@ type Partner struct {
 	SystemIdentifier uint64 // pg_control's system identifier
 	InRecovery       bool
 	Timeline         uint32 // current timeline, when not in recovery
+	// IsThisServer: the partner is the very server this keeper runs in
+	// (its postmaster started at the same microsecond): partner_conninfo
+	// names this node under another spelling.
+	IsThisServer bool
 }
 
 // PrimaryCheck is what a standby learns from one check of its primary.
@@ -113,6 +117,9 @@ type Prober struct {
 	// canGrant: at the last check the standby had a
 	// pg_keeper_grant_lease() this role may run.
 	canGrant bool
+	// selfStarted: when this node's postmaster started (startedAt), 0
+	// until read.
+	selfStarted int64
 }
 
 // New prepares the sessions to the partner and to this node (with the
@@ -129,11 +136,16 @@ func New(partnerConninfo, myConninfo, sessionToken string) (*Prober, error) {
 	return &Prober{partner: partner, local: local}, nil
 }
 
+// startedAt is when the server's postmaster started, in Unix microseconds:
+// with the system identifier, it tells one running server from another.
+const startedAt = `(extract(epoch from pg_postmaster_start_time()) * 1000000)::int8`
+
 // partnerFacts asks a server whether it is in recovery, its system
-// identifier and, on a primary, its current timeline.
+// identifier, on a primary its current timeline, and when it started.
 const partnerFacts = `select pg_is_in_recovery(),
        (select system_identifier from pg_control_system()),
-       case when pg_is_in_recovery() then 0 else ` + pgsession.TimelineSQL + ` end`
+       case when pg_is_in_recovery() then 0 else ` + pgsession.TimelineSQL + ` end,
+       ` + startedAt
 
 // walReceiverAge is how long ago the WAL receiver heard from the primary,
 // in seconds, -1 when it does not stream, or -2 when this role may not see
@@ -168,14 +180,20 @@ func (p *Prober) queryPartner(ctx context.Context, sql string, args []any, extra
 		pt       Partner
 		sysid    int64
 		timeline int32
+		started  int64
 	)
-	dest := append([]any{&pt.InRecovery, &sysid, &timeline}, extra...)
+	dest := append([]any{&pt.InRecovery, &sysid, &timeline, &started}, extra...)
 	if err := classify(p.partner.QueryRowArgs(ctx, sql, args, dest...)); err != nil {
 		return pt, err
 	}
 	pt.Answered = true
 	pt.SystemIdentifier = uint64(sysid) // pg_control_system() shows it as a signed bigint
 	pt.Timeline = uint32(timeline)
+	if p.selfStarted == 0 {
+		// Once: this server's start, for as long as this keeper runs in it.
+		_ = p.local.QueryRow(ctx, "select "+startedAt, &p.selfStarted)
+	}
+	pt.IsThisServer = p.selfStarted != 0 && started == p.selfStarted
 	return pt, nil
 }
 

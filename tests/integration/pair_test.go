@@ -411,3 +411,20 @@ func TestTheFailoverRecordIgnoresSettingsMadeForApplications(t *testing.T) {
 	assert.Equal(t, "2", p.standby.QueryString(t, "pg_state",
 		"select new_timeline from public.failover_log where old_primary is not null"))
 }
+
+// TestAPartnerConninfoThatReachesThisVeryServerIsRefused: a partner_conninfo
+// that names the node itself under another address (its Unix socket) is
+// found out from the server's start time: the keeper says so once and
+// neither promotes nor fences.
+func TestAPartnerConninfoThatReachesThisVeryServerIsRefused(t *testing.T) {
+	p := startPair(t, nil)
+	p.standby.SetConf(t, "pg_keeper.partner_conninfo",
+		pgtest.Quote(fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres", p.standby.SockDir, p.standby.Port)))
+	p.standby.Reload(t)
+	p.standby.WaitLog(t, "is this very server, not its partner", 10*time.Second)
+	p.waitState(t, p.standby, "unknown", "misconfigured", 5*time.Second)
+	p.primary.StopOrFail(t, "immediate")
+	waitGoodChecks(t, p.standby, 4)
+	assert.Equal(t, "true", p.standby.QueryString(t, "postgres", "select pg_is_in_recovery()::text"), "the standby promoted")
+	assert.Equal(t, 1, strings.Count(p.standby.Log(), "is this very server"), "logged once")
+}
