@@ -37,7 +37,7 @@
 #endif
 
 #ifndef PGK_VERSION
-#define PGK_VERSION "1.1"
+#define PGK_VERSION "1.2"
 #endif
 
 /* PG_MODULE_MAGIC_EXT names the module in pg_get_loaded_modules() (18+). */

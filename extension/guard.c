@@ -112,6 +112,17 @@ pgk_guard_set_mode(int mode, int64 lease_until_ns, const char *reason)
 static uint64 pgk_checked_until = 0;
 
 /*
+ * Whether a commit deadline lets a write through at now (CLOCK_BOOTTIME,
+ * <= 0 when it could not be read): an open guard always, a lease only
+ * while it lasts and the clock can be read, a closed guard (0) never.
+ */
+static bool
+pgk_lease_allows(uint64 until, int64 now)
+{
+	return until == PG_UINT64_MAX || (until != 0 && now > 0 && (uint64) now < until);
+}
+
+/*
  * Refuse to make a write durable unless the guard lets writes through now:
  * the ERROR rolls the transaction back.  The cost on the common path is one
  * atomic read and, under a lease, one vDSO clock read.  Returns the
@@ -129,7 +140,7 @@ pgk_check_commit(const char *what)
 	if (until == PG_UINT64_MAX)
 		return until;
 	now = pgk_boottime_ns();
-	if (until != 0 && now > 0 && (uint64) now < until)
+	if (pgk_lease_allows(until, now))
 		return until;
 
 	mode = pgk_read_guard(reason, sizeof(reason));
@@ -170,7 +181,7 @@ pgk_recheck_after_commit(void)
 	uint64		until = pg_atomic_read_u64(&pgk_shared->commit_until);
 	int64		now = pgk_boottime_ns();
 
-	if (until == PG_UINT64_MAX || (until != 0 && now > 0 && (uint64) now < until))
+	if (pgk_lease_allows(until, now))
 		return;
 	if (MyProcPort == NULL || MyProcPort->sock == PGINVALID_SOCKET)
 		return;					/* no client to acknowledge to */

@@ -203,14 +203,14 @@ pgk_set_guard(int mode, int64_t lease_until_ns, const char *reason)
 }
 
 static int
-pgk_lease_grants(int op, int64_t *last_grant_ns)
+pgk_lease_grants(int op, int64_t *promise_until_ns)
 {
 	SpinLockAcquire(&pgk_shared->mutex);
 	if (op == PGK_GRANTS_CLOSE)
 		pgk_shared->grants_closed = true;
 	else if (op == PGK_GRANTS_OPEN)
 		pgk_shared->grants_closed = false;
-	*last_grant_ns = pgk_shared->last_grant_ns;
+	*promise_until_ns = pgk_shared->promise_until_ns;
 	SpinLockRelease(&pgk_shared->mutex);
 	return 0;
 }

@@ -57,6 +57,23 @@ static bool pgk_create_extension = true;
 static char *pgk_session_token = NULL;
 int			pgk_test_commit_delay = 0;
 
+/*
+ * The lease the settings of this node give, in ms: max(keepalive_count - 1,
+ * 2) keepalive_times, as the keeper computes it (Settings.Lease), taking
+ * the larger of the two spellings of each setting: a grant whose primary
+ * did not say how long it lasts (pg_keeper_grant_lease() without
+ * arguments, from a keeper older than 1.2) holds the promotion the longer
+ * way.
+ */
+int64
+pgk_settings_lease_ms(void)
+{
+	int			time = Max(pgk_keepalive_time, pgk_keepalives_time);
+	int			count = Max(pgk_keepalive_count, pgk_keepalives_count);
+
+	return (int64) Max(count - 1, 2) * time * 1000;
+}
+
 static const struct config_enum_entry pgk_policy_options[] = {
 	{"availability", 0, false},
 	{"safety", 1, false},

@@ -45,7 +45,8 @@ typedef struct PgKeeperShared
 	char		session_token[PGK_SESSION_TOKEN_LEN];	/* hex; set at start */
 	char		core_error[PGK_TEXT_LEN];	/* why the core could not run, "" */
 	bool		grants_closed;	/* a promotion has begun: grant nothing */
-	int64		last_grant_ns;	/* CLOCK_BOOTTIME of the last grant, or 0 */
+	int64		promise_until_ns;	/* CLOCK_BOOTTIME before which this
+									 * standby promised not to promote, or 0 */
 } PgKeeperShared;
 
 /* init.c: NULL until the shared memory exists (only with preloading). */
@@ -53,6 +54,9 @@ extern PgKeeperShared *pgk_shared;
 
 /* init.c: for tests only, ms to wait between the commit check and the commit record. */
 extern int	pgk_test_commit_delay;
+
+/* init.c: the lease this node's own settings give, in ms (see sql.c). */
+extern int64 pgk_settings_lease_ms(void);
 
 /* guard.c: the write guard, in every backend. */
 extern int64 pgk_boottime_ns(void);

@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /* Bumped whenever PgKeeperHost or PgKeeperStatus change shape. */
-#define PGK_HOST_ABI_VERSION 3
+#define PGK_HOST_ABI_VERSION 4
 
 /* Name of the exported Go entry point, looked up with dlsym(). */
 #define PGK_ENTRY_SYMBOL "pg_keeper_go_run"
@@ -78,9 +78,18 @@
 #define PGK_GUARD_FENCED	3
 
 /* Operations of PgKeeperHost.lease_grants. */
-#define PGK_GRANTS_READ		0	/* only read the last grant */
+#define PGK_GRANTS_READ		0	/* only read the promise */
 #define PGK_GRANTS_CLOSE	1	/* refuse grants from now on */
 #define PGK_GRANTS_OPEN		2	/* accept grants again */
+
+/*
+ * The margin a standby adds to a lease it grants before it may promote:
+ * PGK_LEASE_MARGIN_MS plus 1/PGK_LEASE_MARGIN_DIVISOR of the lease, far
+ * more than the rates of two machines' clocks differ by and than
+ * scheduling delays.  Go computes the same (host.LeaseMargin).
+ */
+#define PGK_LEASE_MARGIN_MS			100
+#define PGK_LEASE_MARGIN_DIVISOR	100
 
 /*
  * One snapshot of the keeper's state, copied into shared memory by
@@ -174,11 +183,13 @@ typedef struct PgKeeperHost
 
 	/*
 	 * Leases this standby grants its primary (pg_keeper_grant_lease()):
-	 * op is a PGK_GRANTS_* value.  Stores the CLOCK_BOOTTIME time of the
-	 * last grant (0 if none) in *last_grant_ns.  Closing and reading happen
-	 * under one lock, so no grant is given after a close returns.
+	 * op is a PGK_GRANTS_* value.  Stores in *promise_until_ns the
+	 * CLOCK_BOOTTIME time before which this standby promised, by its
+	 * grants, not to promote (0 if it never granted): the end of the
+	 * longest grant plus its margin.  Closing and reading happen under one
+	 * lock, so no grant is given after a close returns.
 	 */
-	int			(*lease_grants) (int op, int64_t *last_grant_ns);
+	int			(*lease_grants) (int op, int64_t *promise_until_ns);
 } PgKeeperHost;
 
 /* The Go entry point.  Runs until shutdown; returns a PGK_EXIT_* code. */

@@ -50,24 +50,67 @@ pgk_require_shared(void)
 				 errhint("Add pg_keeper_go to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
+/* The longest lease the settings allow: keepalive_time 3600 s x 999. */
+#define PGK_MAX_LEASE_MS ((int64) 3600 * 1000 * 999)
+
 /*
- * pg_keeper_grant_lease(): called by the primary's keeper on its standby.
- * A standby grants as long as it is in recovery and no promotion has
- * begun; its keeper then promotes only after the last grant has expired.
+ * pg_keeper_grant_lease(lease_ms, system_identifier, timeline): called by
+ * the primary's keeper on its standby at every check.  The standby grants
+ * while it is in recovery, no promotion has begun, the caller is a primary
+ * of this very cluster (its system identifier) on this standby's timeline
+ * or a newer one, and its CLOCK_BOOTTIME can be read.  It then promises not
+ * to promote before now + lease_ms + margin, measured on its own clock,
+ * whatever its own keepalive settings say; a grant never shortens an
+ * earlier promise.
+ *
+ * Without arguments (extension 1.1, a keeper older than 1.2 asking), the
+ * lease is the one this node's settings give and no identity is checked.
  */
 Datum
 pg_keeper_grant_lease(PG_FUNCTION_ARGS)
 {
+	int64		lease_ms;
+	int64		now;
+	int64		until;
 	bool		granted = false;
 
 	pgk_require_shared();
-	if (!RecoveryInProgress())
-		PG_RETURN_BOOL(false);
+	if (PG_NARGS() >= 3)
+	{
+		TimeLineID	replay_tli = 0;
+
+		lease_ms = PG_GETARG_INT64(0);
+		if (lease_ms <= 0 || lease_ms > PGK_MAX_LEASE_MS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid lease of %lld ms", (long long) lease_ms),
+					 errdetail("A lease lasts from 1 to %lld ms (keepalive_time 3600 s, keepalive_count 1000).",
+							   (long long) PGK_MAX_LEASE_MS)));
+		if (!RecoveryInProgress())
+			PG_RETURN_BOOL(false);
+		if ((uint64) PG_GETARG_INT64(1) != GetSystemIdentifier())
+			PG_RETURN_BOOL(false);	/* a primary of another cluster */
+		(void) GetXLogReplayRecPtr(&replay_tli);
+		if (PG_GETARG_INT32(2) < 1 || (TimeLineID) PG_GETARG_INT32(2) < replay_tli)
+			PG_RETURN_BOOL(false);	/* an old primary, left behind */
+	}
+	else
+	{
+		lease_ms = pgk_settings_lease_ms();
+		if (!RecoveryInProgress())
+			PG_RETURN_BOOL(false);
+	}
+
+	now = pgk_boottime_ns();
+	if (now <= 0)
+		PG_RETURN_BOOL(false);	/* no clock to keep a promise by */
+	until = now + (lease_ms + PGK_LEASE_MARGIN_MS + lease_ms / PGK_LEASE_MARGIN_DIVISOR) * 1000000;
 
 	SpinLockAcquire(&pgk_shared->mutex);
 	if (!pgk_shared->grants_closed)
 	{
-		pgk_shared->last_grant_ns = pgk_boottime_ns();
+		if (until > pgk_shared->promise_until_ns)
+			pgk_shared->promise_until_ns = until;
 		granted = true;
 	}
 	SpinLockRelease(&pgk_shared->mutex);

@@ -82,6 +82,8 @@ var _ = [...]struct{}{
 	[1]struct{}{}[int(host.GrantsRead)-C.PGK_GRANTS_READ],
 	[1]struct{}{}[int(host.GrantsClose)-C.PGK_GRANTS_CLOSE],
 	[1]struct{}{}[int(host.GrantsOpen)-C.PGK_GRANTS_OPEN],
+	[1]struct{}{}[int(host.LeaseMarginBase/time.Millisecond)-C.PGK_LEASE_MARGIN_MS],
+	[1]struct{}{}[host.LeaseMarginDivisor-C.PGK_LEASE_MARGIN_DIVISOR],
 }
 
 func main() {}
@@ -208,11 +210,11 @@ func (h cHost) SetGuard(mode host.GuardMode, until time.Duration, reason string)
 }
 
 func (h cHost) LeaseGrants(op host.GrantOp) (time.Duration, error) {
-	var last C.int64_t
-	if C.pgk_lease_grants(h.h, C.int(op), &last) != 0 {
+	var until C.int64_t
+	if C.pgk_lease_grants(h.h, C.int(op), &until) != 0 {
 		return 0, errors.New("could not read the lease grants")
 	}
-	return time.Duration(last), nil
+	return time.Duration(until), nil
 }
 
 // importEnv copies the postmaster's environment variables that libpq-style

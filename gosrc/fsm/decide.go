@@ -31,7 +31,7 @@ type Observation struct {
 	SystemID       uint64        // this cluster's system identifier, 0 if unknown
 	Timeline       uint32        // this node's timeline
 	Now            time.Duration // Boottime at this turn
-	LastGrant      time.Duration // a standby's last lease granted to its primary (Boottime), 0 if none
+	PromiseUntil   time.Duration // a standby does not promote before this (Boottime): the end of its grants with their margin, 0 if none
 	LeaseUntil     time.Duration // end of a primary's lease (Boottime)
 	SyncConfigured bool          // synchronous_standby_names is not empty
 	SwitchedAsync  bool          // the keeper switched synchronous replication off

@@ -28,7 +28,7 @@ func grid(fn func(Observation)) {
 		{ // what holds a promotion
 			func(o *Observation) {},
 			func(o *Observation) { o.WALReceiverAge = T },
-			func(o *Observation) { o.LastGrant = now - T },
+			func(o *Observation) { o.PromiseUntil = now + T },
 			func(o *Observation) { o.Witness, o.WitnessErr = true, "unreachable" },
 			func(o *Observation) { o.Witness, o.WitnessHolder = true, "db1:5432" },
 			func(o *Observation) { o.Witness = true },

@@ -81,11 +81,9 @@ func PromotionHold(o Observation) (string, time.Duration) {
 		return fmt.Sprintf("the WAL receiver still streams from the primary (last message %s ago)",
 			o.WALReceiverAge.Round(time.Millisecond)), fresh - o.WALReceiverAge
 	}
-	if o.LastGrant > 0 {
-		if end := o.LastGrant + o.Lease + o.Margin; o.Now < end {
-			return fmt.Sprintf("the lease this standby granted the primary has %s left",
-				(end - o.Now).Round(time.Millisecond)), end - o.Now
-		}
+	if end := o.PromiseUntil; end > 0 && o.Now < end {
+		return fmt.Sprintf("the lease this standby granted the primary has %s left",
+			(end - o.Now).Round(time.Millisecond)), end - o.Now
 	}
 	if o.Witness {
 		switch {

@@ -84,10 +84,25 @@ type GrantOp int
 
 // Grant operations.
 const (
-	GrantsRead  GrantOp = 0 // only read the last grant
+	GrantsRead  GrantOp = 0 // only read the promise
 	GrantsClose GrantOp = 1 // refuse grants from now on
 	GrantsOpen  GrantOp = 2 // accept grants again
 )
+
+// The margin a standby adds to a lease before it may promote
+// (PGK_LEASE_MARGIN_MS, PGK_LEASE_MARGIN_DIVISOR: the C shim adds the same
+// to the grants it gives).
+const (
+	LeaseMarginBase    = 100 * time.Millisecond
+	LeaseMarginDivisor = 100
+)
+
+// LeaseMargin is the margin added to lease: 100 ms plus 1 % of it, far
+// more than clock rate differences between two machines (NTP keeps them
+// within 0.05 %) and scheduling delays.
+func LeaseMargin(lease time.Duration) time.Duration {
+	return LeaseMarginBase + lease/LeaseMarginDivisor
+}
 
 // Host is what the keeper needs from the server process it runs in.  Only
 // the keeper's main goroutine may call it.
@@ -117,10 +132,11 @@ type Host interface {
 	// SetGuard sets the write guard of this node; leaseUntil (a Boottime
 	// reading) only counts for GuardLeased.
 	SetGuard(mode GuardMode, leaseUntil time.Duration, reason string) error
-	// LeaseGrants reads the time of the last lease this standby granted
-	// its primary (a Boottime reading, 0 if none), after closing or
-	// reopening grants as op says.
-	LeaseGrants(op GrantOp) (lastGrant time.Duration, err error)
+	// LeaseGrants reads the time before which this standby promised, by
+	// the leases it granted its primary, not to promote (a Boottime
+	// reading: the end of the longest grant plus its margin; 0 if it never
+	// granted), after closing or reopening grants as op says.
+	LeaseGrants(op GrantOp) (promiseUntil time.Duration, err error)
 }
 
 // Boottime reads CLOCK_BOOTTIME, the clock of leases in shared memory: it

@@ -83,10 +83,10 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	if err != nil {
 		lsn = 0
 	}
-	last, err := k.host.LeaseGrants(host.GrantsClose)
+	until, err := k.host.LeaseGrants(host.GrantsClose)
 	if err == nil {
 		o := k.obs
-		o.LastGrant, o.Now = last, host.Boottime()
+		o.PromiseUntil, o.Now = until, host.Boottime()
 		if again := fsm.Decide(o); again.State != fsm.StandbyPromoting {
 			err = fmt.Errorf("promotion held after closing lease grants: %s", again.Hold)
 		}

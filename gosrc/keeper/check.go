@@ -53,6 +53,9 @@ func (k *Keeper) check(inRecovery bool) {
 	}
 	_, timeline, _ := k.host.WALPosition()
 	prober, w := k.conns.prober, k.conns.witness
+	// The lease asked for, and taken: one length for both even if a
+	// reload changes the settings during the check.
+	lease, margin := k.settings.Lease(), k.settings.LeaseMargin()
 	err := k.await(deadline, func(ctx context.Context) error {
 		// The witness is asked at the same time as the partner: a primary
 		// whose standby hangs must still renew its lease there in time.
@@ -63,9 +66,9 @@ func (k *Keeper) check(inRecovery bool) {
 				defer wg.Done()
 				defer k.recoverFatal()
 				if inRecovery {
-					_, holder, wErr = w.StandbyHeartbeat(ctx, timeline, k.settings.LeaseMargin())
+					_, holder, wErr = w.StandbyHeartbeat(ctx, timeline, margin)
 				} else {
-					wl, wErr = w.RenewPrimary(ctx, timeline, k.settings.Lease())
+					wl, wErr = w.RenewPrimary(ctx, timeline, lease)
 				}
 			}()
 		}
@@ -74,7 +77,7 @@ func (k *Keeper) check(inRecovery bool) {
 		if inRecovery {
 			pc, err = prober.CheckPrimary(ctx)
 		} else {
-			sc, err = prober.CheckStandby(ctx)
+			sc, err = prober.CheckStandby(ctx, lease)
 		}
 		return err
 	})
@@ -111,7 +114,7 @@ func (k *Keeper) check(inRecovery bool) {
 			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")
 	} else {
 		o.SyncConfigured = sc.SyncStandbyNames != ""
-		k.primaryLease(bootStart, sc, wl, wErr, err)
+		k.primaryLease(bootStart, lease, sc, wl, wErr, err)
 	}
 	o.PartnerAnswered, o.PartnerSystemID, o.PartnerIsThis = partner.Answered, partner.SystemIdentifier, partner.IsThisServer
 	o.PartnerInRecovery, o.PartnerTimeline = partner.InRecovery, partner.Timeline
@@ -158,9 +161,8 @@ func (k *Keeper) countFailure(err error) {
 // primaryLease extends this primary's lease from what one check brought:
 // a grant of the standby or a renewal at the witness; and notes what the
 // witness said of a newer primary.
-func (k *Keeper) primaryLease(start time.Duration, sc probe.StandbyCheck, wl witness.Lease, wErr, checkErr error) {
+func (k *Keeper) primaryLease(start, lease time.Duration, sc probe.StandbyCheck, wl witness.Lease, wErr, checkErr error) {
 	o := &k.obs
-	lease := k.settings.Lease()
 	if sc.Granted {
 		o.LeaseUntil = max(o.LeaseUntil, start+lease)
 		o.Armed = true
@@ -215,13 +217,13 @@ func (k *Keeper) observe(inRecovery bool) fsm.Observation {
 	}
 	o.Now = host.Boottime()
 	o.SwitchedAsync = k.sync != nil
-	o.LastGrant = 0
+	o.PromiseUntil = 0
 	if inRecovery {
-		last, err := k.host.LeaseGrants(host.GrantsRead)
+		until, err := k.host.LeaseGrants(host.GrantsRead)
 		if err != nil {
-			last = o.Now // cannot tell: assume a grant just now
+			until = o.Now + o.Lease + o.Margin // cannot tell: assume a grant just now
 		}
-		o.LastGrant = last
+		o.PromiseUntil = until
 	}
 	return *o
 }

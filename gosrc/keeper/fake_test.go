@@ -26,20 +26,21 @@ type fakeHost struct {
 	pending atomic.Int32
 	dataDir string
 
-	mu         sync.Mutex
-	settings   map[string]string
-	logs       []string
-	status     status.Snapshot
-	published  int
-	titles     []string
-	inRecovery bool
-	promotes   int
-	guard      host.GuardMode
-	guardUntil time.Duration
-	guardWhy   string
-	events     []string // guard changes, grant closes and promotions, in order
-	lastGrant  time.Duration
-	grantsShut bool
+	mu           sync.Mutex
+	settings     map[string]string
+	logs         []string
+	status       status.Snapshot
+	published    int
+	titles       []string
+	inRecovery   bool
+	promotes     int
+	guard        host.GuardMode
+	guardUntil   time.Duration
+	guardWhy     string
+	events       []string // guard changes, grant closes and promotions, in order
+	promiseUntil time.Duration
+	grantsErr    error // LeaseGrants fails with it
+	grantsShut   bool
 }
 
 func newFakeHost(t *testing.T, inRecovery bool, settings map[string]string) *fakeHost {
@@ -183,15 +184,19 @@ func (h *fakeHost) LeaseGrants(op host.GrantOp) (time.Duration, error) {
 		h.grantsShut = false
 		h.events = append(h.events, "open grants")
 	}
-	return h.lastGrant, nil
+	if h.grantsErr != nil {
+		return 0, h.grantsErr
+	}
+	return h.promiseUntil, nil
 }
 
-// grant records a lease granted now, as pg_keeper_grant_lease() would.
-func (h *fakeHost) grant() {
+// grant records a lease of lease granted now, as pg_keeper_grant_lease()
+// would: the standby does not promote before its end and margin.
+func (h *fakeHost) grant(lease time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.grantsShut {
-		h.lastGrant = host.Boottime()
+		h.promiseUntil = max(h.promiseUntil, host.Boottime()+lease+host.LeaseMargin(lease))
 	}
 }
 

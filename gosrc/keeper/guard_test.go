@@ -40,12 +40,36 @@ func TestStandbyWaitsForTheLeaseItGrantedToExpire(t *testing.T) {
 	r := startKeeper(t, true, nil)
 	r.waitStatus(t, "connected", stateIs("standby", "connected"))
 	r.prober.primary.Store(func(context.Context) error { return errors.New("connection refused") })
-	r.host.grant() // the primary asked for a lease just now
+	// The primary asked for a lease of its own length just now: 400 ms,
+	// five times this standby's (max(3-1, 2) x 40 ms = 80 ms).
+	r.host.grant(400 * time.Millisecond)
 	granted := time.Now()
 	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
-	// lease = max(3-1, 2) x 40 ms = 80 ms, margin 100.8 ms
-	assert.GreaterOrEqual(t, time.Since(granted), 180*time.Millisecond)
+	// the primary's lease and its margin (104 ms), not this standby's
+	assert.GreaterOrEqual(t, time.Since(granted), 504*time.Millisecond)
 	assert.Contains(t, r.host.logText(), "promotion held: the lease this standby granted")
+}
+
+func TestStandbyThatCannotReadItsGrantsDoesNotPromote(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.waitStatus(t, "connected", stateIs("standby", "connected"))
+	r.host.mu.Lock()
+	r.host.grantsErr = errors.New("could not read the lease grants")
+	r.host.mu.Unlock()
+	r.prober.primary.Store(func(context.Context) error { return errors.New("connection refused") })
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.host.logText(), "promotion held: the lease this standby granted")
+	}, 5*time.Second, 5*time.Millisecond)
+	deadline := time.Now().Add(time.Second) // over eight failover windows of 120 ms
+	for time.Now().Before(deadline) {
+		_, _, promotes := r.host.snapshot()
+		require.Zero(t, promotes, "a standby that cannot tell what it promised must not promote")
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	r.host.mu.Lock()
+	r.host.grantsErr = nil
+	r.host.mu.Unlock()
+	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
 }
 
 func TestPrimarySupersededByItsPartnerIsFencedAndStaysFenced(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
 )
 
 // Settings are the keeper's pg_keeper.* parameters, validated.
@@ -50,11 +51,10 @@ func (s Settings) Lease() time.Duration {
 	return s.KeepaliveTime * time.Duration(max(s.KeepaliveCount-1, 2))
 }
 
-// LeaseMargin is added to a lease before a standby may take over: 100 ms
-// plus 1 % of the lease, far more than clock rate differences between two
-// machines (NTP keeps them within 0.05 %) and scheduling delays.
+// LeaseMargin is added to a lease before a standby may take over
+// (host.LeaseMargin).
 func (s Settings) LeaseMargin() time.Duration {
-	return 100*time.Millisecond + s.Lease()/100
+	return host.LeaseMargin(s.Lease())
 }
 
 // FailoverAfter is keepalive_time x keepalive_count.  From a failure of the

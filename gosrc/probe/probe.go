@@ -32,7 +32,11 @@ func callable(fn string) string {
 // they could not be called.
 const (
 	heartbeatFunc = "public.pg_keeper_heartbeat()"
-	grantFunc     = "public.pg_keeper_grant_lease()"
+	grantFunc     = "public.pg_keeper_grant_lease(bigint,bigint,integer)"
+	// grantFunc11 is the grant of extension 1.1, which says neither how
+	// long the lease lasts nor whose it is: asked only where the extension
+	// has not been updated yet.
+	grantFunc11 = "public.pg_keeper_grant_lease()"
 )
 
 var (
@@ -41,7 +45,7 @@ var (
 	ErrNoHeartbeat = errors.New("the function " + heartbeatFunc + " does not exist here or may not be run by this role (CREATE EXTENSION pg_keeper_go)")
 	// ErrNoGrant: the standby has no pg_keeper_grant_lease() the keeper
 	// may call.
-	ErrNoGrant = errors.New("the function " + grantFunc + " does not exist on the standby or may not be run by this role (CREATE EXTENSION pg_keeper_go on the primary)")
+	ErrNoGrant = errors.New("the function public.pg_keeper_grant_lease() does not exist on the standby or may not be run by this role (CREATE EXTENSION pg_keeper_go on the primary)")
 )
 
 // Partner is what a check learnt about the partner server, when it
@@ -114,9 +118,9 @@ func (e *AnsweredError) Unwrap() error { return e.Err }
 type Prober struct {
 	partner *pgsession.Session
 	local   *pgsession.Session
-	// canGrant: at the last check the standby had a
-	// pg_keeper_grant_lease() this role may run.
-	canGrant bool
+	// grant is the call that asks the standby for a lease, "" until a
+	// check found a pg_keeper_grant_lease() this role may run there.
+	grant string
 	// selfStarted: when this node's postmaster started (startedAt), 0
 	// until read.
 	selfStarted int64
@@ -267,17 +271,24 @@ func IsGateRefusal(err error) bool {
 
 // CheckStandby is a primary's check: it reads this node's walsenders and
 // synchronous setting, writes the WAL heartbeat its standby's keeper
-// watches, then asks the standby for a lease.  A standby that answers but
-// does not stream fails the check: synchronous commits would wait for it.
-// The returned facts are valid even when the error is not nil, if the
-// local query succeeded.
-func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
+// watches, then asks the standby for a lease of length lease, for this
+// node's cluster and timeline.  A standby that answers but does not stream
+// fails the check: synchronous commits would wait for it.  The returned
+// facts are valid even when the error is not nil, if the local query
+// succeeded.
+func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration) (StandbyCheck, error) {
 	var sc StandbyCheck
-	var canHeartbeat bool
+	var (
+		canHeartbeat bool
+		sysid        int64
+		timeline     int32
+	)
 	err := p.local.QueryRow(ctx,
 		`select (select count(*) from pg_stat_replication where state = 'streaming')::int,
-		        current_setting('synchronous_standby_names'), `+callable(heartbeatFunc),
-		&sc.Streaming, &sc.SyncStandbyNames, &canHeartbeat)
+		        current_setting('synchronous_standby_names'), `+callable(heartbeatFunc)+`,
+		        (select system_identifier from pg_control_system()),
+		        case when pg_is_in_recovery() then 0 else `+pgsession.TimelineSQL+` end`,
+		&sc.Streaming, &sc.SyncStandbyNames, &canHeartbeat, &sysid, &timeline)
 	if err != nil {
 		return sc, fmt.Errorf("local node: %w", err)
 	}
@@ -296,19 +307,34 @@ func (p *Prober) CheckStandby(ctx context.Context) (StandbyCheck, error) {
 	// Ask for a lease when the standby can grant one: once it could, ask
 	// at once; until then, first look whether it can now (a standby
 	// without the extension then logs no ERROR).
-	if !p.canGrant {
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+callable(grantFunc), nil, &p.canGrant)
-		if err == nil && !p.canGrant {
+	if p.grant == "" {
+		var can, can11 bool
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+callable(grantFunc)+", "+callable(grantFunc11), nil, &can, &can11)
+		switch {
+		case err != nil:
+		case can:
+			p.grant = "public.pg_keeper_grant_lease($1::int8, $2::int8, $3::int4)"
+		case can11:
+			p.grant = grantFunc11
+		default:
 			sc.GrantErr = ErrNoGrant
 		}
 	}
-	if p.canGrant && err == nil {
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+grantFunc, nil, &sc.Granted)
+	if p.grant != "" && err == nil {
+		var args []any
+		if p.grant != grantFunc11 {
+			args = []any{lease.Milliseconds(), sysid, timeline}
+		}
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+p.grant, args, &sc.Granted)
 		switch pgsession.SQLState(err) {
 		case "42883", "42501", "3F000":
 			// Dropped since, or no longer allowed: look again next time.
-			p.canGrant, sc.GrantErr = false, ErrNoGrant
+			p.grant, sc.GrantErr = "", ErrNoGrant
 			sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
+		}
+		if p.grant == grantFunc11 {
+			// Look again next time: the extension may have been updated.
+			p.grant = ""
 		}
 	}
 	var answered *AnsweredError

@@ -30,14 +30,14 @@ func startDropInPair(t *testing.T, extra map[string]string) *pair {
 
 // missingFunctionErrors are server log lines of calls to functions of the
 // extension that do not exist.
-var missingFunctionErrors = regexp.MustCompile(`ERROR:.*function .*pg_keeper_(heartbeat|grant_lease)\(\) does not exist`)
+var missingFunctionErrors = regexp.MustCompile(`ERROR:.*function .*pg_keeper_(heartbeat|grant_lease)\([^)]*\) does not exist`)
 
 // TestTheUsersConfigurationGetsLeasesWithoutCreateExtension: the keeper of
 // the primary creates the extension itself; leases and the WAL heartbeat
 // then work, and neither server logs an error at any check.
 func TestTheUsersConfigurationGetsLeasesWithoutCreateExtension(t *testing.T) {
 	p := startDropInPair(t, nil)
-	p.primary.WaitLog(t, `created the extension pg_keeper_go 1.1 in database "postgres"`, 15*time.Second)
+	p.primary.WaitLog(t, `created the extension pg_keeper_go 1.2 in database "postgres"`, 15*time.Second)
 	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
 	p.waitState(t, p.standby, "standby", "connected", 15*time.Second)
 	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
@@ -46,7 +46,7 @@ func TestTheUsersConfigurationGetsLeasesWithoutCreateExtension(t *testing.T) {
 	})
 	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
 		v, err := p.standby.TryQueryString(t.Context(), "postgres", "select extversion from pg_extension where extname = 'pg_keeper_go'")
-		return err == nil && v == "1.1", fmt.Sprintf("the standby's extension: %q %v", v, err)
+		return err == nil && v == "1.2", fmt.Sprintf("the standby's extension: %q %v", v, err)
 	})
 	// Several more checks: no error in either server's log, no warning.
 	waitGoodChecks(t, p.primary, 3)
@@ -57,6 +57,30 @@ func TestTheUsersConfigurationGetsLeasesWithoutCreateExtension(t *testing.T) {
 		assert.NotContains(t, n.Log(), "cannot grant a lease")
 	}
 	assert.Equal(t, 1, strings.Count(p.primary.Log(), "created the extension pg_keeper_go"))
+}
+
+// TestAnOlderExtensionIsUpdatedAndItsGrantsCountMeanwhile: a pair whose
+// extension is 1.1 (grants that say neither length nor cluster) is leased
+// through the old grant, then the keeper updates the extension to 1.2 and
+// asks with the new one.
+func TestAnOlderExtensionIsUpdatedAndItsGrantsCountMeanwhile(t *testing.T) {
+	in := pgtest.Require(t, true)
+	p := &pair{install: in}
+	p.primary, p.standby = in.NewKeeperPair(t, keeperConf(nil), func(primary *pgtest.Node) {
+		primary.Exec(t, "postgres", "create extension pg_keeper_go version '1.1'")
+	})
+	p.primary.WaitLog(t, `updated the extension pg_keeper_go from 1.1 to 1.2 in database "postgres"`, 15*time.Second)
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		got, err := status(t.Context(), p.primary, "guard")
+		return err == nil && got == "leased", fmt.Sprintf("guard %q %v: the standby grants no lease", got, err)
+	})
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		v, err := p.standby.TryQueryString(t.Context(), "postgres", "select extversion from pg_extension where extname = 'pg_keeper_go'")
+		return err == nil && v == "1.2", fmt.Sprintf("the standby's extension: %q %v", v, err)
+	})
+	waitGoodChecks(t, p.primary, 3)
+	assert.Empty(t, missingFunctionErrors.FindAllString(p.standby.Log(), -1), "the standby's log")
+	assert.NotContains(t, p.primary.Log(), "cannot grant a lease")
 }
 
 // TestWithCreateExtensionOffTheKeeperSaysOnceWhatIsMissing: the keeper

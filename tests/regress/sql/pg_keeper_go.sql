@@ -24,8 +24,12 @@ WHERE s::text LIKE '%regress_secret%';
 
 -- the write guard: no standby has ever followed this primary, so it is open
 SELECT guard, guard_reason, lease_valid_for FROM pg_keeper_status();
--- a primary grants no lease (only a standby does)
+-- a primary grants no lease (only a standby does), whoever asks
 SELECT pg_keeper_grant_lease();
+SELECT pg_keeper_grant_lease(4000, (SELECT system_identifier FROM pg_control_system()), 1);
+-- a lease says how long it lasts: from 1 ms to 999 hours
+SELECT pg_keeper_grant_lease(0, 1, 1);
+SELECT pg_keeper_grant_lease(3596400001, 1, 1);
 
 -- settings: both spellings, units, reload-only, ranges (a misspelt
 -- pg_keeper.* name is refused from PostgreSQL 15 on: tests/integration)
@@ -51,6 +55,7 @@ CREATE ROLE regress_pgk_monitor IN ROLE pg_monitor;
 SET ROLE regress_pgk_app;
 SELECT role FROM pg_keeper_status();
 SELECT pg_keeper_grant_lease();
+SELECT pg_keeper_grant_lease(4000, 1, 1);
 -- (the wording of this error changed in 16; its SQLSTATE did not)
 DO $$
 BEGIN
