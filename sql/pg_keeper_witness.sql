@@ -17,8 +17,8 @@ CREATE TABLE IF NOT EXISTS pg_keeper_witness (
 COMMENT ON TABLE pg_keeper_witness IS
 'pg_keeper_go: one row per node of each pair; a standby promotes only when the primary''s lease here has expired';
 COMMENT ON COLUMN pg_keeper_witness.system_identifier IS 'the pair''s cluster (pg_control_system().system_identifier)';
-COMMENT ON COLUMN pg_keeper_witness.node IS 'host name and port of the node';
+COMMENT ON COLUMN pg_keeper_witness.node IS 'host name and port of the node, # and the instance its keeper drew at random when it started (cloned machines share a host name)';
 COMMENT ON COLUMN pg_keeper_witness.role IS 'primary or standby, as the node''s keeper last wrote it';
 COMMENT ON COLUMN pg_keeper_witness.timeline IS 'the node''s timeline (for a claim: the timeline it promotes to)';
 COMMENT ON COLUMN pg_keeper_witness.lease_until IS 'end of the primary''s lease on the witness''s clock; NULL for a standby';
-COMMENT ON COLUMN pg_keeper_witness.updated_at IS 'last write by the node''s keeper';
+COMMENT ON COLUMN pg_keeper_witness.updated_at IS 'last write by the node''s keeper (the start of its transaction: it changes at every renewal)';

@@ -58,10 +58,13 @@ type Observation struct {
 	PartnerTimeline   uint32 // when not in recovery
 
 	// What the last check learnt from the witness.
-	WitnessErr         string // the witness could not be asked
-	WitnessHolder      string // another node whose primary lease there is valid (a standby's check)
-	SupersededBy       string // a node registered as primary on a newer timeline (a primary's check)
-	SupersededTimeline uint32
+	WitnessErr    string // the witness could not be asked
+	WitnessHolder string // another node whose primary lease there is valid (a standby's check)
+	// WitnessRenewedUntil: a standby saw a primary's renewal at the witness
+	// and, by its own clock, that lease may last until then (Boottime).
+	WitnessRenewedUntil time.Duration
+	SupersededBy        string // a node registered as primary on a newer timeline (a primary's check)
+	SupersededTimeline  uint32
 }
 
 // Decision is what Decide made of an Observation.

@@ -259,6 +259,8 @@ func TestPromotionHold(t *testing.T) {
 		{"an unreachable witness holds", func(o *Observation) { o.Witness, o.WitnessErr = true, "timeout" }, true, 0},
 		{"a lease at the witness holds", func(o *Observation) { o.Witness, o.WitnessHolder = true, "node1:5432" }, true, 0},
 		{"a witness with no lease lets the standby promote", func(o *Observation) { o.Witness = true }, false, 0},
+		{"a renewal at the witness holds by this standby's clock", func(o *Observation) { o.Witness, o.WitnessRenewedUntil = true, o.Now+time.Second }, true, time.Second},
+		{"a renewal at the witness that ended by this standby's clock does not hold", func(o *Observation) { o.Witness, o.WitnessRenewedUntil = true, o.Now-time.Second }, false, 0},
 		{"a WAL receiver that could not be read holds", func(o *Observation) { o.WALReceiverErr = "permission denied" }, true, 0},
 	}
 	for _, tt := range tests {

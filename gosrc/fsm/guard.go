@@ -91,6 +91,10 @@ func PromotionHold(o Observation) (string, time.Duration) {
 			return "the witness cannot be reached: " + o.WitnessErr, 0
 		case o.WitnessHolder != "":
 			return fmt.Sprintf("the primary's lease at the witness has not expired (%s)", o.WitnessHolder), 0
+		case o.Now < o.WitnessRenewedUntil:
+			left := o.WitnessRenewedUntil - o.Now
+			return fmt.Sprintf("the primary's last renewal at the witness may last %s more by this standby's clock",
+				left.Round(time.Millisecond)), left
 		}
 	}
 	return "", 0

@@ -93,9 +93,10 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	}
 	claimStart := host.Boottime() // the lease the claim registers starts no earlier
 	if err == nil && k.conns.witness != nil {
-		w := k.conns.witness
+		w, seen := k.conns.witness, k.seenRenewals()
+		lease, margin := k.settings.Lease(), k.settings.LeaseMargin()
 		err = k.await(k.settings.KeepaliveTime, func(ctx context.Context) error {
-			return w.Claim(ctx, tli+1, k.settings.Lease(), k.settings.LeaseMargin())
+			return w.Claim(ctx, tli+1, lease, margin, seen)
 		})
 	}
 	if err == nil {

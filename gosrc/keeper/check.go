@@ -41,11 +41,11 @@ func (k *Keeper) check(inRecovery bool) {
 	k.sched.nextCheck = start.Add(k.settings.KeepaliveTime)
 	bootStart := host.Boottime()
 	var (
-		sc     probe.StandbyCheck
-		pc     probe.PrimaryCheck
-		wl     witness.Lease
-		wErr   error
-		holder string
+		sc   probe.StandbyCheck
+		pc   probe.PrimaryCheck
+		wl   witness.Lease
+		wErr error
+		ws   witness.Standby
 	)
 	deadline := k.settings.KeepaliveTime
 	if o.Failures+1 >= k.settings.KeepaliveCount {
@@ -66,7 +66,7 @@ func (k *Keeper) check(inRecovery bool) {
 				defer wg.Done()
 				defer k.recoverFatal()
 				if inRecovery {
-					_, holder, wErr = w.StandbyHeartbeat(ctx, timeline, margin)
+					ws, wErr = w.StandbyHeartbeat(ctx, timeline, margin)
 				} else {
 					wl, wErr = w.RenewPrimary(ctx, timeline, lease)
 				}
@@ -101,8 +101,17 @@ func (k *Keeper) check(inRecovery bool) {
 	}
 	o.Judged = true
 	o.WitnessErr, o.WitnessHolder, o.SupersededBy, o.SupersededTimeline = "", "", "", 0
+	if w == nil || !inRecovery {
+		o.WitnessRenewedUntil, k.witnessSeen = 0, nil
+	}
 	if w != nil {
-		o.WitnessErr, o.WitnessHolder = conninfo.ErrorLine(wErr), holder
+		o.WitnessErr, o.WitnessHolder = conninfo.ErrorLine(wErr), ws.Holder
+		if inRecovery && wErr == nil {
+			o.WitnessRenewedUntil = k.observeRenewals(ws.Renewals, host.Boottime())
+		}
+		if wErr == nil {
+			k.warnNamesake(ws.Namesake + wl.Namesake)
+		}
 		k.logOnce("witness", o.WitnessErr, host.LevelWarning, "pg_keeper_go: the witness cannot be reached: ",
 			"Check pg_keeper.witness_conninfo; the witness's role needs CREATE on its schema once, or run sql/pg_keeper_witness.sql there.")
 	}

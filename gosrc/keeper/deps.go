@@ -34,8 +34,8 @@ type Node interface {
 // the latest.
 type Witness interface {
 	RenewPrimary(ctx context.Context, timeline uint32, lease time.Duration) (witness.Lease, error)
-	StandbyHeartbeat(ctx context.Context, timeline uint32, margin time.Duration) (primaryLeased bool, holder string, err error)
-	Claim(ctx context.Context, newTimeline uint32, lease, margin time.Duration) error
+	StandbyHeartbeat(ctx context.Context, timeline uint32, margin time.Duration) (witness.Standby, error)
+	Claim(ctx context.Context, newTimeline uint32, lease, margin time.Duration, seen []witness.Renewal) error
 	Close()
 }
 

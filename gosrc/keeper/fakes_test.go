@@ -164,6 +164,10 @@ type fakeWitness struct {
 	host     *fakeHost
 	claimErr atomic.Value // error
 	panics   atomic.Bool  // the next call panics
+	// standby is what StandbyHeartbeat answers (witness.Standby); the
+	// renewals of the last claim are kept in claimedWith.
+	standby     atomic.Value
+	claimedWith atomic.Value
 }
 
 func (w *fakeWitness) RenewPrimary(context.Context, uint32, time.Duration) (witness.Lease, error) {
@@ -173,14 +177,16 @@ func (w *fakeWitness) RenewPrimary(context.Context, uint32, time.Duration) (witn
 	return witness.Lease{Renewed: true}, nil
 }
 
-func (w *fakeWitness) StandbyHeartbeat(context.Context, uint32, time.Duration) (bool, string, error) {
+func (w *fakeWitness) StandbyHeartbeat(context.Context, uint32, time.Duration) (witness.Standby, error) {
 	if w.panics.Load() {
 		panic("witness boom")
 	}
-	return false, "", nil
+	s, _ := w.standby.Load().(witness.Standby)
+	return s, nil
 }
 
-func (w *fakeWitness) Claim(_ context.Context, tl uint32, _, _ time.Duration) error {
+func (w *fakeWitness) Claim(_ context.Context, tl uint32, _, _ time.Duration, seen []witness.Renewal) error {
+	w.claimedWith.Store(seen)
 	if err, _ := w.claimErr.Load().(error); err != nil {
 		w.host.record("claim refused")
 		return err

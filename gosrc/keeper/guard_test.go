@@ -3,6 +3,7 @@ package keeper
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,4 +175,33 @@ func TestARefusedClaimLeavesTheGuardAloneAndReopensTheGrants(t *testing.T) {
 	assert.Zero(t, promotes)
 	assert.NotContains(t, events, "guard leased")
 	assert.Contains(t, r.host.logText(), "another node holds the primary lease at the witness")
+}
+
+// A standby measures the primary's lease at the witness on its own clock:
+// it promotes only once the last renewal it saw is older than that lease
+// and its margin, and claims with the renewals it saw (the witness then
+// refuses the claim if the primary renewed since).
+func TestAStandbyTimesThePrimarysWitnessLeaseOnItsOwnClock(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.witness_conninfo": "host=127.0.0.9 dbname=witness"})
+	renewal := func(token string) witness.Standby {
+		return witness.Standby{Renewals: []witness.Renewal{{Node: "db1:5432#0a0b0c0d", Token: token, Lease: 400 * time.Millisecond}}}
+	}
+	r.witness.standby.Store(renewal("1"))
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	// The primary keeps renewing at the witness (its clock may say
+	// anything): no promotion.
+	for i := 2; i < 30; i++ {
+		r.witness.standby.Store(renewal(fmt.Sprint(i)))
+		r.waitChecks(t, 1)
+		_, _, promotes := r.host.snapshot()
+		require.Zero(t, promotes, "promoted while the primary renews at the witness")
+	}
+	lastRenewal := time.Now()
+	r.waitStatus(t, "the promotion", func(s status.Snapshot) bool { return s.Role == "primary" })
+	// 400 ms of lease and 104 ms of margin after this standby saw it.
+	assert.GreaterOrEqual(t, time.Since(lastRenewal), 504*time.Millisecond)
+	assert.Contains(t, r.host.logText(), "the primary's last renewal at the witness may last")
+	seen, _ := r.witness.claimedWith.Load().([]witness.Renewal)
+	assert.Equal(t, renewal("29").Renewals, seen, "the claim names the renewal it waited out")
 }

@@ -62,6 +62,9 @@ type Keeper struct {
 	state fsm.State
 	obs   fsm.Observation
 	hold  string // the last Decision.Hold, logged once per reason
+	// witnessSeen: a standby's view of the primaries' renewals at the
+	// witness, by node (observeRenewals).
+	witnessSeen map[string]seenRenewal
 
 	sched   schedule   // when to check
 	history checkStats // the checks, for the log and the status
