@@ -32,9 +32,6 @@
 
 PGK_MODULE_MAGIC;
 
-/* Restart delay after the worker exits with an error (a recovered panic). */
-#define PGK_RESTART_SECONDS 1
-
 PgKeeperShared *pgk_shared = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 

@@ -49,6 +49,9 @@ typedef struct PgKeeperShared
 									 * standby promised not to promote, or 0 */
 } PgKeeperShared;
 
+/* Seconds before the postmaster starts the worker again after exit code 1. */
+#define PGK_RESTART_SECONDS 1
+
 /* init.c: NULL until the shared memory exists (only with preloading). */
 extern PgKeeperShared *pgk_shared;
 

@@ -15,9 +15,10 @@
  * signals are still blocked, so Go's threads keep them blocked and
  * PostgreSQL's handlers only run on this thread.
  *
- * Exit codes: 0 (not restarted) on a requested shutdown and when another
- * keeper already runs; 1 (restarted after PGK_RESTART_SECONDS, init.c)
- * otherwise.  A core library that cannot be loaded, or that was built for
+ * Exit codes: 0 (not restarted) on a shutdown of the server (SIGTERM from
+ * the postmaster) and when another keeper already runs; 1 (restarted after
+ * PGK_RESTART_SECONDS) otherwise, including a SIGTERM sent by anybody
+ * else (kill, pg_ctl kill): the keeper comes back.  A core library that cannot be loaded, or that was built for
  * another host ABI, is reported once (the message is kept in shared memory
  * across restarts of the worker), the guard is opened with the reason (no
  * keeper guards the node, as without pg_keeper_go), and the worker waits
@@ -126,6 +127,56 @@ pgk_publish_c_error(const char *msg)
 }
 
 /*
+ * Who sent the SIGTERM: a shutdown of the server comes from the
+ * postmaster, a kill by hand from another process.  Only
+ * the first may end the worker for good (exit 0 unregisters it).
+ */
+static volatile sig_atomic_t pgk_term_sender = 0;
+
+/* SignalHandlerForShutdownRequest, remembering the sender. */
+static void
+pgk_handle_sigterm(int signo, siginfo_t *info, void *context)
+{
+	int			save_errno = errno;
+
+	pgk_term_sender = (info != NULL && info->si_code <= 0) ? info->si_pid : 0;
+	ShutdownRequestPending = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * The exit code for a requested stop: 0 (not restarted) when the server
+ * shuts down, 1 (restarted) when another process ended the worker.
+ */
+static int
+pgk_stop_exit_code(void)
+{
+	pid_t		sender = (pid_t) pgk_term_sender;
+
+	if (sender == 0 || sender == PostmasterPid)
+		return 0;
+	ereport(LOG,
+			(errmsg("pg_keeper_go: the keeper was terminated by process %d", (int) sender),
+			 errdetail("It starts again in %d second(s); only a shutdown of the server stops it.", PGK_RESTART_SECONDS)));
+	return 1;
+}
+
+/* Install the SIGTERM handler (pqsignal() does not pass the sender). */
+static void
+pgk_install_sigterm(void)
+{
+	struct sigaction act;
+
+	memset(&act, 0, sizeof(act));
+	act.sa_sigaction = pgk_handle_sigterm;
+	sigemptyset(&act.sa_mask);
+	act.sa_flags = SA_SIGINFO | SA_RESTART;
+	if (sigaction(SIGTERM, &act, NULL) != 0)
+		pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+}
+
+/*
  * The core library cannot run: say so (once for the same reason), open the
  * guard with the reason, wait, and exit to be restarted, or exit 0 on a
  * requested shutdown.
@@ -159,7 +210,7 @@ pgk_core_unavailable(const char *msg, const char *hint)
 						 1000, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(ShutdownRequestPending ? 0 : 1);
+	proc_exit(ShutdownRequestPending ? pgk_stop_exit_code() : 1);
 }
 
 void
@@ -176,7 +227,7 @@ pg_keeper_go_main(Datum main_arg)
 
 	/* Signals are blocked here; install our handlers before Go loads. */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pgk_install_sigterm();
 
 	SpinLockAcquire(&pgk_shared->mutex);
 	other = pgk_shared->worker_pid;
@@ -225,5 +276,5 @@ pg_keeper_go_main(Datum main_arg)
 	rc = run(&host);
 
 	/* The library is never dlclose()d: Go runtimes cannot be unloaded. */
-	proc_exit(rc == PGK_EXIT_SHUTDOWN ? 0 : 1);
+	proc_exit(rc == PGK_EXIT_SHUTDOWN ? pgk_stop_exit_code() : 1);
 }

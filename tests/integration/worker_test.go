@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -158,4 +159,25 @@ func TestAMissingCoreLibraryIsReportedOnceAndPickedUpWhenInstalled(t *testing.T)
 		e := n.QueryString(t, "postgres", "select config_error from pg_keeper_status()")
 		return !strings.Contains(e, "could not load"), "config_error " + e
 	})
+}
+
+// TestATerminatedKeeperComesBack: a SIGTERM that does not come from the
+// postmaster (a kill by hand) is not a shutdown of the server: the worker
+// is started again (it used to exit 0, which unregisters a background
+// worker until the next restart of the server).
+func TestATerminatedKeeperComesBack(t *testing.T) {
+	p := startPair(t, nil)
+	first := p.primary.QueryString(t, "postgres", "select worker_pid from pg_keeper_status()")
+	pid, err := strconv.Atoi(first)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
+	p.primary.WaitLog(t, "pg_keeper_go: the keeper was terminated by process", 10*time.Second)
+	pgtest.Eventually(t, 15*time.Second, poll, func() (bool, string) {
+		pid := p.primary.QueryString(t, "postgres", "select coalesce(worker_pid::text, '') from pg_keeper_status()")
+		return pid != "" && pid != first, "the worker was not started again (pid " + pid + ", was " + first + ")"
+	})
+	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
+	// A shutdown of the server is not such a termination.
+	p.primary.StopOrFail(t, "fast")
+	assert.Equal(t, 1, strings.Count(p.primary.Log(), "the keeper was terminated by process"))
 }
