@@ -108,6 +108,7 @@ func (k *Keeper) promote(d fsm.Decision) error {
 		}
 	}
 	if err == nil {
+		k.asyncBeforePromotion()
 		err = k.host.Promote()
 	}
 	if err != nil {
@@ -262,6 +263,22 @@ func (k *Keeper) disableSync(fsm.Decision) error {
 	k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: switched to asynchronous replication: synchronous_standby_names was %q", saved.Value),
 		"Commits no longer wait for the lost standby.", "The keeper restores the setting when the standby streams again.")
 	return nil
+}
+
+// asyncBeforePromotion switches synchronous replication off on a standby
+// about to promote whose synchronous_standby_names (inherited from its
+// primary) names standbys: the only one was its old primary, which is
+// gone, and the promoted node's first commits would wait for it.  The
+// keeper restores the setting once a standby streams from the new primary.
+// A failure is a warning: the state machine switches at the next turn.
+func (k *Keeper) asyncBeforePromotion() {
+	if v, _, _ := k.host.Setting("synchronous_standby_names"); strings.TrimSpace(v) == "" || k.sync != nil {
+		return
+	}
+	if err := k.disableSync(fsm.Decision{}); err != nil {
+		k.host.Log(host.LevelWarning, "pg_keeper_go: could not switch to asynchronous replication before promoting: "+conninfo.RedactError(err),
+			"The promoted node's commits wait for a synchronous standby until the keeper switches at its next check.", "")
+	}
 }
 
 // restoreSync puts back the setting disableSync saved.

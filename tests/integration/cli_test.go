@@ -189,7 +189,9 @@ func TestCLIStatusShowsOnePrimaryAndOneStandby(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Nodes) != 2 {
 			return false, fmt.Sprintf("bad JSON (%v): %s", err, out)
 		}
-		return rep.Nodes[1].LastFailover != nil, "the failover_log row has not reached the standby: " + out
+		// Both: under load one node's read may run past its deadline.
+		return rep.Nodes[0].LastFailover != nil && rep.Nodes[1].LastFailover != nil,
+			"the failover_log row has not reached the standby, or a node's read failed: " + out
 	})
 	assert.Equal(t, 0, code)
 	assert.Equal(t, cliNodeName(p.primary), rep.Primary)

@@ -428,3 +428,34 @@ func TestAPartnerConninfoThatReachesThisVeryServerIsRefused(t *testing.T) {
 	assert.Equal(t, "true", p.standby.QueryString(t, "postgres", "select pg_is_in_recovery()::text"), "the standby promoted")
 	assert.Equal(t, 1, strings.Count(p.standby.Log(), "is this very server"), "logged once")
 }
+
+// TestAPromotedNodeDoesNotWaitForTheSynchronousStandbyItLost: a standby
+// that inherited synchronous_standby_names switches to asynchronous
+// replication before it promotes, so the first commits on the new primary
+// do not wait for the old one, which is gone.
+func TestAPromotedNodeDoesNotWaitForTheSynchronousStandbyItLost(t *testing.T) {
+	p := startPair(t, nil)
+	for _, n := range []*pgtest.Node{p.primary, p.standby} {
+		n.SetConf(t, "synchronous_standby_names", "'*'")
+		n.Reload(t)
+	}
+	p.primary.StopOrFail(t, "immediate")
+	var setting string
+	pgtest.Eventually(t, failoverBound+2*time.Second, poll, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		got, err := p.standby.TryQueryString(ctx, "postgres",
+			"select pg_is_in_recovery()::text || '|' || current_setting('synchronous_standby_names')")
+		if err != nil || !strings.HasPrefix(got, "false|") {
+			return false, fmt.Sprintf("standby %q %v", got, err)
+		}
+		setting = strings.TrimPrefix(got, "false|")
+		return true, ""
+	})
+	assert.Empty(t, setting, "the promoted node's synchronous_standby_names right after the promotion")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	_, err := p.standby.TryQueryString(ctx, "pg_state", "insert into after_command_log (note) values ('first') returning 1")
+	assert.NoError(t, err, "the first commit on the promoted node")
+	assert.Contains(t, p.standby.Log(), `pg_keeper_go: switched to asynchronous replication: synchronous_standby_names was "*"`)
+}
