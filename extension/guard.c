@@ -225,22 +225,32 @@ pgk_xact_callback(XactEvent event, void *arg)
 /*
  * COMMIT PREPARED writes its commit record from inside the statement, in a
  * transaction that has no transaction id of its own: check it before it
- * runs.  (ROLLBACK PREPARED makes nothing durable.)
+ * runs, and again once it has run (its commit record is written; the
+ * client learns of it only when the statement completes).  (ROLLBACK
+ * PREPARED makes nothing durable.)
  */
 static void
 pgk_process_utility(PGK_PROCESS_UTILITY_ARGS)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
+	uint64		checked = 0;
 
 	if (pgk_shared != NULL && IsA(parsetree, TransactionStmt) &&
 		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED &&
 		!RecoveryInProgress())
-		pgk_check_commit("commit a prepared transaction");
+	{
+		checked = pgk_check_commit("commit a prepared transaction");
+		if (pgk_test_commit_delay > 0)
+			pg_usleep((long) pgk_test_commit_delay * 1000L);
+	}
 
 	if (prev_process_utility_hook)
 		prev_process_utility_hook(PGK_PROCESS_UTILITY_PASS);
 	else
 		standard_ProcessUtility(PGK_PROCESS_UTILITY_PASS);
+
+	if (checked != 0 && checked != PG_UINT64_MAX)
+		pgk_recheck_after_commit();
 }
 
 /* a == b, in a time that does not depend on where they differ. */

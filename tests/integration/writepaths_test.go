@@ -185,34 +185,47 @@ func TestFencingEndsEverySessionThatCouldWrite(t *testing.T) {
 // the lease ended is never acknowledged to its client: the connection is
 // cut at the commit instead.
 func TestACommitThatOutlivesItsLeaseIsNotAcknowledged(t *testing.T) {
-	p := startPair(t, map[string]string{"pg_keeper.split_brain_policy": "safety"})
+	for _, c := range []struct{ name, prepare, commit string }{
+		{"insert", "", "insert into writes default values"},
+		{"commit prepared", "begin; insert into writes default values; prepare transaction 'stalled'", "commit prepared 'stalled'"},
+	} {
+		t.Run(c.name, func(t *testing.T) { commitOutlivesItsLease(t, c.prepare, c.commit) })
+	}
+}
+
+func commitOutlivesItsLease(t *testing.T, prepare, commit string) {
+	p := startPair(t, map[string]string{"pg_keeper.split_brain_policy": "safety", "max_prepared_transactions": "5"})
 	primary := p.primary
 	primary.Exec(t, "postgres", "create table writes (at timestamptz default clock_timestamp())")
 	waitGuard(t, primary, "leased")
 
 	conn := primary.MustConnect(t, "postgres")
+	if prepare != "" {
+		_, err := conn.Exec(t.Context(), prepare)
+		require.NoError(t, err)
+	}
 	_, err := conn.Exec(t.Context(), "set pg_keeper.test_commit_delay = '4s'")
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_, err := conn.Exec(ctx, "insert into writes default values")
+		_, err := conn.Exec(ctx, commit)
 		done <- err
 	}()
-	// The INSERT has passed the check and waits before its commit record:
+	// The commit has passed the check and waits before its commit record:
 	// the standby goes, and with it the renewals of the lease (2 s).
 	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
-		n := primary.QueryString(t, "postgres", "select count(*) from pg_stat_activity where state = 'active' and query like 'insert into writes%'")
-		return n == "1", "the INSERT is not running"
+		n := primary.QueryString(t, "postgres", "select count(*) from pg_stat_activity where state = 'active' and query = $1", commit)
+		return n == "1", "the commit is not running"
 	})
 	p.standby.StopOrFail(t, "immediate")
 	select {
 	case err = <-done:
 	case <-time.After(20 * time.Second):
-		t.Fatal("the INSERT never returned")
+		t.Fatal("the commit never returned")
 	}
-	require.Error(t, err, "the INSERT was acknowledged after its lease had ended")
+	require.Error(t, err, "the commit was acknowledged after its lease had ended")
 	assert.Empty(t, sqlState(err), "a server error instead of a lost connection: %v", err)
 	primary.WaitLog(t, "the primary lease ended while a transaction committed", 5*time.Second)
 }
