@@ -40,7 +40,7 @@ type Observation struct {
 	// from the state file across restarts).
 	Fenced       string // Decision.Fence
 	ClusterError string // Decision.ClusterError
-	Armed        bool   // a standby has granted this primary a lease since it became primary
+	Armed        bool   // a standby that can grant leases has followed this primary since it became primary
 
 	// The checks.
 	Judged         bool          // a check has completed since the server started

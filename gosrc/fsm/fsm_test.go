@@ -262,6 +262,9 @@ func TestPromotionHold(t *testing.T) {
 		{"a renewal at the witness holds by this standby's clock", func(o *Observation) { o.Witness, o.WitnessRenewedUntil = true, o.Now+time.Second }, true, time.Second},
 		{"a renewal at the witness that ended by this standby's clock does not hold", func(o *Observation) { o.Witness, o.WitnessRenewedUntil = true, o.Now-time.Second }, false, 0},
 		{"a WAL receiver that could not be read holds", func(o *Observation) { o.WALReceiverErr = "permission denied" }, true, 0},
+		{"under safety a standby that never granted holds", func(o *Observation) { o.Safety = true }, true, 0},
+		{"under safety an ended promise does not hold", func(o *Observation) { o.Safety, o.PromiseUntil = true, o.Now-time.Second }, false, 0},
+		{"under safety with a witness the witness decides", func(o *Observation) { o.Safety, o.Witness = true, true }, false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -81,6 +81,10 @@ func PromotionHold(o Observation) (string, time.Duration) {
 		return fmt.Sprintf("the WAL receiver still streams from the primary (last message %s ago)",
 			o.WALReceiverAge.Round(time.Millisecond)), fresh - o.WALReceiverAge
 	}
+	if o.Safety && !o.Witness && o.PromiseUntil == 0 {
+		// The primary may never have asked: it may write unleased.
+		return "this standby has granted its primary no lease since it started (split_brain_policy = safety)", 0
+	}
 	if end := o.PromiseUntil; end > 0 && o.Now < end {
 		return fmt.Sprintf("the lease this standby granted the primary has %s left",
 			(end - o.Now).Round(time.Millisecond)), end - o.Now

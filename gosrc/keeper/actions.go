@@ -108,8 +108,15 @@ func (k *Keeper) promote(d fsm.Decision) error {
 		}
 	}
 	if err == nil {
-		k.asyncBeforePromotion()
+		reload := k.asyncBeforePromotion()
 		err = k.host.Promote()
+		if err == nil && reload {
+			local := k.conns.local
+			if rerr := k.await(syncTimeout, local.Reload); rerr != nil {
+				k.host.Log(host.LevelWarning, "pg_keeper_go: could not reload the configuration after switching to asynchronous replication: "+conninfo.RedactError(rerr),
+					"The promoted node's commits wait for a synchronous standby until the configuration is reloaded.", "")
+			}
+		}
 	}
 	if err != nil {
 		if _, rerr := k.host.LeaseGrants(host.GrantsOpen); rerr != nil {
@@ -246,13 +253,19 @@ func (k *Keeper) logCommand(res command.Result) {
 // setting it had (in the state file too).  The state machine holds it back
 // while the lease has expired; once switched it does nothing.
 func (k *Keeper) disableSync(fsm.Decision) error {
+	return k.switchAsync(true)
+}
+
+// switchAsync is disableSync; without reload the setting takes effect at
+// the next reload of the server.
+func (k *Keeper) switchAsync(reload bool) error {
 	if k.sync != nil {
 		return nil
 	}
 	local := k.conns.local
 	var saved node.SyncSetting
 	err := k.await(syncTimeout, func(ctx context.Context) (err error) {
-		saved, err = local.DisableSync(ctx)
+		saved, err = local.DisableSync(ctx, reload)
 		return err
 	})
 	if err != nil {
@@ -270,15 +283,21 @@ func (k *Keeper) disableSync(fsm.Decision) error {
 // primary) names standbys: the only one was its old primary, which is
 // gone, and the promoted node's first commits would wait for it.  The
 // keeper restores the setting once a standby streams from the new primary.
-// A failure is a warning: the state machine switches at the next turn.
-func (k *Keeper) asyncBeforePromotion() {
+// It reports whether the configuration must be reloaded once the promotion
+// is requested: a reload just before it wakes the startup process, which
+// may then sleep wal_retrieve_retry_interval before it notices the
+// promotion.  A failure is a warning: the state machine switches at the
+// next turn.
+func (k *Keeper) asyncBeforePromotion() (reload bool) {
 	if v, _, _ := k.host.Setting("synchronous_standby_names"); strings.TrimSpace(v) == "" || k.sync != nil {
-		return
+		return false
 	}
-	if err := k.disableSync(fsm.Decision{}); err != nil {
+	if err := k.switchAsync(false); err != nil {
 		k.host.Log(host.LevelWarning, "pg_keeper_go: could not switch to asynchronous replication before promoting: "+conninfo.RedactError(err),
 			"The promoted node's commits wait for a synchronous standby until the keeper switches at its next check.", "")
+		return false
 	}
+	return true
 }
 
 // restoreSync puts back the setting disableSync saved.

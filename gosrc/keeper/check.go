@@ -174,6 +174,11 @@ func (k *Keeper) primaryLease(start, lease time.Duration, sc probe.StandbyCheck,
 	o := &k.obs
 	if sc.Granted {
 		o.LeaseUntil = max(o.LeaseUntil, start+lease)
+	}
+	if sc.CanGrant && sc.Partner.InRecovery {
+		// A standby that may grant a lease follows this primary: from now
+		// on (the state file keeps it, before any grant is asked for) it
+		// may promote once the leases it granted have ended.
 		o.Armed = true
 	}
 	o.PartnerLost = checkErr != nil || !sc.Granted

@@ -22,7 +22,8 @@ type Prober interface {
 type Node interface {
 	WaitWritable(ctx context.Context) error
 	RecordFailover(ctx context.Context, rec node.FailoverRecord) (recorded bool, err error)
-	DisableSync(ctx context.Context) (node.SyncSetting, error)
+	DisableSync(ctx context.Context, reload bool) (node.SyncSetting, error)
+	Reload(ctx context.Context) error
 	RestoreSync(ctx context.Context, saved node.SyncSetting) error
 	TerminateClients(ctx context.Context) (int, error)
 	EnsureExtension(ctx context.Context, databases []string) ([]node.ExtensionChange, error)

@@ -35,7 +35,7 @@ func TestAPrimaryCreatesTheExtensionItNeeds(t *testing.T) {
 	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
 	r.waitStatus(t, "the standby to be lost", stateIs("primary", "alone"))
 	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
-		return probe.StandbyCheck{Streaming: 1, Granted: true}, nil
+		return probe.StandbyCheck{Streaming: 1, CanGrant: true, Granted: true}, nil
 	})
 	r.waitStatus(t, "the standby to be back", stateIs("primary", "connected"))
 	assert.Len(t, r.node.extensionCalls(), 1)

@@ -235,7 +235,7 @@ func startKeeper(t *testing.T, inRecovery bool, settings map[string]string) *run
 	r.prober.primary.Store(func(context.Context) error { return nil })
 	r.prober.walAge.Store(-1)
 	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
-		return probe.StandbyCheck{Streaming: 1, Granted: true,
+		return probe.StandbyCheck{Streaming: 1, CanGrant: true, Granted: true,
 			Partner: probe.Partner{Answered: true, InRecovery: true, SystemIdentifier: fakeSystemID}}, nil
 	})
 	k, err := New(h, Deps{

@@ -118,7 +118,9 @@ func (n *fakeNode) RecordFailover(ctx context.Context, rec node.FailoverRecord) 
 	return true, nil
 }
 
-func (n *fakeNode) DisableSync(context.Context) (node.SyncSetting, error) {
+func (n *fakeNode) Reload(context.Context) error { return nil }
+
+func (n *fakeNode) DisableSync(context.Context, bool) (node.SyncSetting, error) {
 	n.called("disable-sync")
 	return node.SyncSetting{Value: "*"}, nil
 }

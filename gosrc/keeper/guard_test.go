@@ -205,3 +205,40 @@ func TestAStandbyTimesThePrimarysWitnessLeaseOnItsOwnClock(t *testing.T) {
 	seen, _ := r.witness.claimedWith.Load().([]witness.Renewal)
 	assert.Equal(t, renewal("29").Renewals, seen, "the claim names the renewal it waited out")
 }
+
+// Under safety a primary is armed as soon as its standby can grant leases,
+// before it has granted one: from then on it writes only under a lease.
+// (It used to arm at the first grant: a standby that granted while the
+// answer was lost could promote while its primary still wrote unleased.)
+func TestAPrimaryIsArmedBeforeItsStandbyFirstGrants(t *testing.T) {
+	r := startKeeper(t, false, map[string]string{"pg_keeper.split_brain_policy": "safety"})
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{Streaming: 1, CanGrant: true,
+			Partner: probe.Partner{Answered: true, InRecovery: true, SystemIdentifier: fakeSystemID}}, nil
+	})
+	r.waitChecks(t, 2)
+	require.Eventually(t, func() bool { m, _ := r.host.guardState(); return m == host.GuardLeased }, 5*time.Second, 5*time.Millisecond)
+	r.host.mu.Lock()
+	until := r.host.guardUntil
+	r.host.mu.Unlock()
+	assert.Less(t, until, host.Boottime(), "no grant yet: no write may commit")
+}
+
+// Under safety a standby promotes only once it has granted its primary a
+// lease: a primary that never asked for one may be writing unleased.
+func TestUnderSafetyAStandbyThatNeverGrantedDoesNotPromote(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.split_brain_policy": "safety"})
+	r.waitStatus(t, "connected", stateIs("standby", "connected"))
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.host.logText(), "promotion held: this standby has granted its primary no lease")
+	}, 5*time.Second, 5*time.Millisecond)
+	deadline := time.Now().Add(time.Second) // over eight failover windows of 120 ms
+	for time.Now().Before(deadline) {
+		_, _, promotes := r.host.snapshot()
+		require.Zero(t, promotes)
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	r.host.grant(80 * time.Millisecond)
+	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
+}

@@ -246,10 +246,10 @@ func (l *Local) ensureExtensionIn(ctx context.Context, db string) (ExtensionChan
 	return c, err == nil, err
 }
 
-// DisableSync sets synchronous_standby_names to the empty string and
-// reloads.  It returns the setting it replaced and where it came from, so
-// that RestoreSync can put it back the same way.
-func (l *Local) DisableSync(ctx context.Context) (SyncSetting, error) {
+// DisableSync sets synchronous_standby_names to the empty string and,
+// if reload, reloads.  It returns the setting it replaced and where it
+// came from, so that RestoreSync can put it back the same way.
+func (l *Local) DisableSync(ctx context.Context, reload bool) (SyncSetting, error) {
 	var saved SyncSetting
 	var sourceFile string
 	if err := l.session.QueryRow(ctx,
@@ -264,7 +264,15 @@ func (l *Local) DisableSync(ctx context.Context) (SyncSetting, error) {
 	if err := l.session.Exec(ctx, "alter system set synchronous_standby_names = ''"); err != nil {
 		return saved, err
 	}
-	return saved, l.session.Exec(ctx, "select pg_reload_conf()")
+	if !reload {
+		return saved, nil
+	}
+	return saved, l.Reload(ctx)
+}
+
+// Reload makes the server read its configuration files again.
+func (l *Local) Reload(ctx context.Context) error {
+	return l.session.Exec(ctx, "select pg_reload_conf()")
 }
 
 // RestoreSync puts back what DisableSync saved: with ALTER SYSTEM SET if

@@ -37,6 +37,8 @@ const (
 	// long the lease lasts nor whose it is: asked only where the extension
 	// has not been updated yet.
 	grantFunc11 = "public.pg_keeper_grant_lease()"
+	// grantCall asks for a lease of $1 ms for cluster $2 on timeline $3.
+	grantCall = "public.pg_keeper_grant_lease($1::int8, $2::int8, $3::int4)"
 )
 
 var (
@@ -91,6 +93,10 @@ type StandbyCheck struct {
 	Streaming        int    // walsenders in state "streaming"
 	SyncStandbyNames string // the local synchronous_standby_names
 	Partner          Partner
+	// CanGrant: the standby has a pg_keeper_grant_lease() this role may
+	// run.  The check that first finds it asks for no lease yet, so that
+	// the keeper records that a standby may grant before one ever does.
+	CanGrant bool
 	// Granted: the standby granted a lease (pg_keeper_grant_lease()).
 	Granted bool
 	// GrantErr says why the standby could not be asked for a lease
@@ -304,39 +310,39 @@ func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration) (Standby
 		sc.Heartbeat = sc.HeartbeatErr == nil
 	}
 
-	// Ask for a lease when the standby can grant one: once it could, ask
-	// at once; until then, first look whether it can now (a standby
-	// without the extension then logs no ERROR).
-	if p.grant == "" {
+	// Ask for a lease when the standby can grant one.  Until it could,
+	// first look whether it can now (a standby without the extension then
+	// logs no ERROR); the check that finds it asks for nothing yet.
+	switch {
+	case p.grant == "":
 		var can, can11 bool
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+callable(grantFunc)+", "+callable(grantFunc11), nil, &can, &can11)
 		switch {
 		case err != nil:
 		case can:
-			p.grant = "public.pg_keeper_grant_lease($1::int8, $2::int8, $3::int4)"
+			p.grant = grantCall
 		case can11:
 			p.grant = grantFunc11
 		default:
 			sc.GrantErr = ErrNoGrant
 		}
-	}
-	if p.grant != "" && err == nil {
-		var args []any
-		if p.grant != grantFunc11 {
-			args = []any{lease.Milliseconds(), sysid, timeline}
-		}
-		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+p.grant, args, &sc.Granted)
-		switch pgsession.SQLState(err) {
-		case "42883", "42501", "3F000":
-			// Dropped since, or no longer allowed: look again next time.
-			p.grant, sc.GrantErr = "", ErrNoGrant
-			sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
-		}
-		if p.grant == grantFunc11 {
-			// Look again next time: the extension may have been updated.
-			p.grant = ""
+	case p.grant == grantCall:
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+grantCall, []any{lease.Milliseconds(), sysid, timeline}, &sc.Granted)
+	default:
+		// The grant of extension 1.1; switch once the extension is updated.
+		var updated bool
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+grantFunc11+", "+callable(grantFunc), nil, &sc.Granted, &updated)
+		if err == nil && updated {
+			p.grant = grantCall
 		}
 	}
+	switch pgsession.SQLState(err) {
+	case "42883", "42501", "3F000":
+		// Dropped since, or no longer allowed: look again next time.
+		p.grant, sc.GrantErr = "", ErrNoGrant
+		sc.Partner, err = p.queryPartner(ctx, partnerFacts, nil)
+	}
+	sc.CanGrant = p.grant != "" && err == nil
 	var answered *AnsweredError
 	if err != nil && !errors.As(err, &answered) {
 		return sc, err
