@@ -46,7 +46,7 @@ endif
 EXTENSION  = pg_keeper_go
 MODULE_big = pg_keeper_go
 OBJS       = extension/init.o extension/guard.o extension/host.o extension/worker.o extension/sql.o
-DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql sql/pg_keeper_go--1.2.sql \
+DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql \
              sql/pg_keeper_go--1.0--1.1.sql sql/pg_keeper_go--1.1--1.2.sql sql/pg_state.sql \
              sql/pg_keeper_witness.sql
 PGFILEDESC = "pg_keeper_go - automatic failover for a primary/standby pair"

@@ -56,6 +56,7 @@ func (k *Keeper) check(inRecovery bool) {
 	// The lease asked for, and taken: one length for both even if a
 	// reload changes the settings during the check.
 	lease, margin := k.settings.Lease(), k.settings.LeaseMargin()
+	armed := o.Armed
 	err := k.await(deadline, func(ctx context.Context) error {
 		// The witness is asked at the same time as the partner: a primary
 		// whose standby hangs must still renew its lease there in time.
@@ -77,7 +78,7 @@ func (k *Keeper) check(inRecovery bool) {
 		if inRecovery {
 			pc, err = prober.CheckPrimary(ctx)
 		} else {
-			sc, err = prober.CheckStandby(ctx, lease)
+			sc, err = prober.CheckStandby(ctx, lease, armed)
 		}
 		return err
 	})

@@ -14,7 +14,7 @@ import (
 // each finishes when ctx ends at the latest.
 type Prober interface {
 	CheckPrimary(ctx context.Context) (probe.PrimaryCheck, error)
-	CheckStandby(ctx context.Context, lease time.Duration) (probe.StandbyCheck, error)
+	CheckStandby(ctx context.Context, lease time.Duration, armed bool) (probe.StandbyCheck, error)
 	Close()
 }
 

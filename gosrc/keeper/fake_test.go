@@ -276,6 +276,17 @@ func stateIs(role, state string) func(status.Snapshot) bool {
 	return func(s status.Snapshot) bool { return s.Role == role && s.State == state }
 }
 
+// neverPromotes fails the test if the keeper promotes within d.
+func (r *running) neverPromotes(t *testing.T, d time.Duration, why string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		_, _, promotes := r.host.snapshot()
+		require.Zero(t, promotes, why)
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
 // waitChecks waits until the keeper has run n more checks of its partner.
 func (r *running) waitChecks(t *testing.T, n int32) {
 	t.Helper()

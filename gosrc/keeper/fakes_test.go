@@ -38,7 +38,7 @@ func (p *fakeProber) CheckPrimary(ctx context.Context) (probe.PrimaryCheck, erro
 	return pc, err
 }
 
-func (p *fakeProber) CheckStandby(ctx context.Context, _ time.Duration) (probe.StandbyCheck, error) {
+func (p *fakeProber) CheckStandby(ctx context.Context, _ time.Duration, _ bool) (probe.StandbyCheck, error) {
 	p.checks.Add(1)
 	return p.standby.Load().(func(context.Context) (probe.StandbyCheck, error))(ctx)
 }

@@ -27,12 +27,7 @@ func TestStandbyDoesNotPromoteWhileWALStillArrives(t *testing.T) {
 	st := r.waitStatus(t, "held", stateIs("standby", "held"))
 	assert.Contains(t, st.PromotionHeld, "WAL receiver")
 	// Hold for a while (several keepalive_count rounds): no promotion.
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		_, _, promotes := r.host.snapshot()
-		require.Zero(t, promotes)
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	r.neverPromotes(t, 300*time.Millisecond, "promoted while the WAL receiver streams")
 	r.prober.walAge.Store(-1) // the stream is gone too
 	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
 }
@@ -61,12 +56,7 @@ func TestStandbyThatCannotReadItsGrantsDoesNotPromote(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(r.host.logText(), "promotion held: the lease this standby granted")
 	}, 5*time.Second, 5*time.Millisecond)
-	deadline := time.Now().Add(time.Second) // over eight failover windows of 120 ms
-	for time.Now().Before(deadline) {
-		_, _, promotes := r.host.snapshot()
-		require.Zero(t, promotes, "a standby that cannot tell what it promised must not promote")
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	r.neverPromotes(t, time.Second, "a standby that cannot tell what it promised must not promote") // over eight failover windows of 120 ms
 	r.host.mu.Lock()
 	r.host.grantsErr = nil
 	r.host.mu.Unlock()
@@ -121,12 +111,7 @@ func TestPartnerOfAnotherClusterStopsTheKeeperFromActing(t *testing.T) {
 	r.waitStatus(t, "misconfigured", func(s status.Snapshot) bool { return s.State == "misconfigured" })
 	assert.Contains(t, r.host.logText(), "belongs to another cluster (system identifier 42")
 	r.prober.primary.Store(func(context.Context) error { return errors.New("connection refused") })
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		_, _, promotes := r.host.snapshot()
-		require.Zero(t, promotes, "a keeper whose partner is another cluster must not promote")
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	r.neverPromotes(t, 300*time.Millisecond, "a keeper whose partner is another cluster must not promote")
 }
 
 func TestPrimaryWithoutStandbyIsOpenAndAvailabilityOpensWhenTheStandbyIsLost(t *testing.T) {
@@ -233,12 +218,7 @@ func TestUnderSafetyAStandbyThatNeverGrantedDoesNotPromote(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(r.host.logText(), "promotion held: this standby has granted its primary no lease")
 	}, 5*time.Second, 5*time.Millisecond)
-	deadline := time.Now().Add(time.Second) // over eight failover windows of 120 ms
-	for time.Now().Before(deadline) {
-		_, _, promotes := r.host.snapshot()
-		require.Zero(t, promotes)
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	r.neverPromotes(t, time.Second, "promoted without having granted") // over eight failover windows of 120 ms
 	r.host.grant(80 * time.Millisecond)
 	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
 }

@@ -94,8 +94,9 @@ type StandbyCheck struct {
 	SyncStandbyNames string // the local synchronous_standby_names
 	Partner          Partner
 	// CanGrant: the standby has a pg_keeper_grant_lease() this role may
-	// run.  The check that first finds it asks for no lease yet, so that
-	// the keeper records that a standby may grant before one ever does.
+	// run.  Unless the primary is armed already, the check that first
+	// finds it asks for no lease yet, so that the keeper records that a
+	// standby may grant before one ever does.
 	CanGrant bool
 	// Granted: the standby granted a lease (pg_keeper_grant_lease()).
 	Granted bool
@@ -278,11 +279,12 @@ func IsGateRefusal(err error) bool {
 // CheckStandby is a primary's check: it reads this node's walsenders and
 // synchronous setting, writes the WAL heartbeat its standby's keeper
 // watches, then asks the standby for a lease of length lease, for this
-// node's cluster and timeline.  A standby that answers but does not stream
+// node's cluster and timeline (armed: the keeper has recorded that a
+// standby that can grant follows this primary).  A standby that answers but does not stream
 // fails the check: synchronous commits would wait for it.  The returned
 // facts are valid even when the error is not nil, if the local query
 // succeeded.
-func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration) (StandbyCheck, error) {
+func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration, armed bool) (StandbyCheck, error) {
 	var sc StandbyCheck
 	var (
 		canHeartbeat bool
@@ -312,9 +314,10 @@ func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration) (Standby
 
 	// Ask for a lease when the standby can grant one.  Until it could,
 	// first look whether it can now (a standby without the extension then
-	// logs no ERROR); the check that finds it asks for nothing yet.
-	switch {
-	case p.grant == "":
+	// logs no ERROR); unless armed, the check that finds it asks for
+	// nothing yet.
+	firstFound := false
+	if p.grant == "" {
 		var can, can11 bool
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+callable(grantFunc)+", "+callable(grantFunc11), nil, &can, &can11)
 		switch {
@@ -326,6 +329,10 @@ func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration) (Standby
 		default:
 			sc.GrantErr = ErrNoGrant
 		}
+		firstFound = !armed
+	}
+	switch {
+	case p.grant == "" || firstFound || err != nil:
 	case p.grant == grantCall:
 		sc.Partner, err = p.queryPartner(ctx, partnerFacts+", "+grantCall, []any{lease.Milliseconds(), sysid, timeline}, &sc.Granted)
 	default:

@@ -87,6 +87,12 @@ func startCluster(t *testing.T, o options) *cluster {
 	c.compose("up", "-d", "witness", "node1", "node2")
 	c.waitState("node1", "primary", "connected", 90*time.Second)
 	c.waitState("node2", "standby", "connected", 90*time.Second)
+	// Under a lease (safety, a witness) the first writes wait for the
+	// first grant or renewal.
+	eventually(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+		out, err := c.tryPsql("node1", "postgres", "select guard = 'open' or (guard = 'leased' and lease_valid_for > '0') from pg_keeper_status()")
+		return err == nil && out == "t", fmt.Sprintf("node1's guard lets no write through: %q %v", out, err)
+	})
 	c.psql("node1", "postgres", "create table writes (node text, at timestamptz default clock_timestamp())")
 	return c
 }

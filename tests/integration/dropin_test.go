@@ -40,14 +40,7 @@ func TestTheUsersConfigurationGetsLeasesWithoutCreateExtension(t *testing.T) {
 	p.primary.WaitLog(t, `created the extension pg_keeper_go 1.2 in database "postgres"`, 15*time.Second)
 	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
 	p.waitState(t, p.standby, "standby", "connected", 15*time.Second)
-	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
-		got, err := status(t.Context(), p.primary, "guard")
-		return err == nil && got == "leased", fmt.Sprintf("guard %q %v: the standby grants no lease", got, err)
-	})
-	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
-		v, err := p.standby.TryQueryString(t.Context(), "postgres", "select extversion from pg_extension where extname = 'pg_keeper_go'")
-		return err == nil && v == "1.2", fmt.Sprintf("the standby's extension: %q %v", v, err)
-	})
+	p.waitLeasedWithTheCurrentExtension(t)
 	// Several more checks: no error in either server's log, no warning.
 	waitGoodChecks(t, p.primary, 3)
 	waitGoodChecks(t, p.standby, 3)
@@ -70,14 +63,7 @@ func TestAnOlderExtensionIsUpdatedAndItsGrantsCountMeanwhile(t *testing.T) {
 		primary.Exec(t, "postgres", "create extension pg_keeper_go version '1.1'")
 	})
 	p.primary.WaitLog(t, `updated the extension pg_keeper_go from 1.1 to 1.2 in database "postgres"`, 15*time.Second)
-	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
-		got, err := status(t.Context(), p.primary, "guard")
-		return err == nil && got == "leased", fmt.Sprintf("guard %q %v: the standby grants no lease", got, err)
-	})
-	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
-		v, err := p.standby.TryQueryString(t.Context(), "postgres", "select extversion from pg_extension where extname = 'pg_keeper_go'")
-		return err == nil && v == "1.2", fmt.Sprintf("the standby's extension: %q %v", v, err)
-	})
+	p.waitLeasedWithTheCurrentExtension(t)
 	waitGoodChecks(t, p.primary, 3)
 	assert.Empty(t, missingFunctionErrors.FindAllString(p.standby.Log(), -1), "the standby's log")
 	assert.NotContains(t, p.primary.Log(), "cannot grant a lease")
@@ -112,6 +98,21 @@ func TestWithCreateExtensionOffTheKeeperSaysOnceWhatIsMissing(t *testing.T) {
 	// ... and once that each problem is gone.
 	assert.Equal(t, 1, strings.Count(p.primary.Log(), "pg_keeper_go: the WAL heartbeat is written"))
 	assert.Equal(t, 1, strings.Count(p.primary.Log(), "pg_keeper_go: the standby grants leases"))
+}
+
+// waitLeasedWithTheCurrentExtension waits until the primary writes under
+// the standby's lease and the standby has the extension at its current
+// version (1.2).
+func (p *pair) waitLeasedWithTheCurrentExtension(t *testing.T) {
+	t.Helper()
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		got, err := status(t.Context(), p.primary, "guard")
+		return err == nil && got == "leased", fmt.Sprintf("guard %q %v: the standby grants no lease", got, err)
+	})
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		v, err := p.standby.TryQueryString(t.Context(), "postgres", "select extversion from pg_extension where extname = 'pg_keeper_go'")
+		return err == nil && v == "1.2", fmt.Sprintf("the standby's extension: %q %v", v, err)
+	})
 }
 
 // waitGoodChecks waits until n's keeper has made n more good checks of its

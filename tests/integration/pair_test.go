@@ -67,6 +67,12 @@ func startPair(t *testing.T, extra map[string]string) *pair {
 	})
 	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
 	p.waitState(t, p.standby, "standby", "connected", 15*time.Second)
+	// Under safety a new pair takes writes from the standby's first grant,
+	// one check after the primary found it able to grant.
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		got, err := status(t.Context(), p.primary, "(guard = 'open' or (guard = 'leased' and lease_valid_for > '0'))")
+		return err == nil && got == "true", fmt.Sprintf("the primary's guard lets no write through: %q %v", got, err)
+	})
 	return p
 }
 
