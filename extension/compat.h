@@ -29,6 +29,18 @@
 #include "access/xlogrecovery.h"
 #endif
 
+/*
+ * The process-local set-up for waiting on latches (self-pipe or signalfd):
+ * renamed in 18.
+ */
+#if PG_VERSION_NUM >= 180000
+#include "storage/waiteventset.h"
+#define pgk_init_wait_support() InitializeWaitEventSupport()
+#else
+#include "storage/latch.h"
+#define pgk_init_wait_support() InitializeLatchSupport()
+#endif
+
 /* Wait events moved out of pgstat.h in 14. */
 #if PG_VERSION_NUM >= 140000
 #include "utils/wait_event.h"

@@ -169,6 +169,12 @@ pgk_get_env(const char *name, char *buf, size_t buflen)
 		snprintf(bindir, sizeof(bindir), UINT64_FORMAT, GetSystemIdentifier());
 		value = bindir;
 	}
+	else if (strcmp(name, "worker_pid") == 0)
+	{
+		/* The background worker: the keeper runs in its child (worker.c). */
+		snprintf(bindir, sizeof(bindir), "%d", pgk_shared != NULL ? (int) pgk_shared->worker_pid : 0);
+		value = bindir;
+	}
 	else if (strcmp(name, "session_token") == 0)
 	{
 		if (pgk_shared == NULL || pgk_shared->session_token[0] == '\0')

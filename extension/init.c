@@ -53,6 +53,7 @@ static int	pgk_split_brain_policy = 0;
 static bool pgk_create_extension = true;
 static char *pgk_session_token = NULL;
 int			pgk_test_commit_delay = 0;
+static bool pgk_test_fatal_error = false;
 
 /*
  * The lease the settings of this node give, in ms: max(keepalive_count - 1,
@@ -262,6 +263,13 @@ pgk_define_settings(void)
 							&pgk_test_commit_delay, 0, 0, 60000,
 							PGC_SUSET, GUC_UNIT_MS | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("pg_keeper.test_fatal_error",
+							 "For tests only: the keeper ends with a fatal error of the Go runtime when it reads its settings.",
+							 "It shows that such an error restarts the keeper, not the server.",
+							 &pgk_test_fatal_error, false,
+							 PGC_SIGHUP, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 
 	pgk_reserve_guc_prefix("pg_keeper");
 }

@@ -32,7 +32,10 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "access/xlog.h"
 #include "miscadmin.h"
@@ -133,6 +136,9 @@ pgk_publish_c_error(const char *msg)
  */
 static volatile sig_atomic_t pgk_term_sender = 0;
 
+/* True in the keeper's process, the child of the worker (pgk_supervise). */
+static bool pgk_in_child = false;
+
 /* SignalHandlerForShutdownRequest, remembering the sender. */
 static void
 pgk_handle_sigterm(int signo, siginfo_t *info, void *context)
@@ -154,7 +160,8 @@ pgk_stop_exit_code(void)
 {
 	pid_t		sender = (pid_t) pgk_term_sender;
 
-	if (sender == 0 || sender == PostmasterPid)
+	/* In the keeper's process the worker decides (pgk_supervise). */
+	if (pgk_in_child || sender == 0 || sender == PostmasterPid)
 		return 0;
 	ereport(LOG,
 			(errmsg("pg_keeper_go: the keeper was terminated by process %d", (int) sender),
@@ -206,11 +213,110 @@ pgk_core_unavailable(const char *msg, const char *hint)
 	BackgroundWorkerUnblockSignals();
 	for (int waited = 0; waited < PGK_CORE_RETRY_MS && !ShutdownRequestPending; waited += 1000)
 	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000, PG_WAIT_EXTENSION);
+		/* Not WaitLatch(): its wait set is the worker's, shared since fork. */
+		(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 PGINVALID_SOCKET, 1000, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 	proc_exit(ShutdownRequestPending ? pgk_stop_exit_code() : 1);
+}
+
+/*
+ * The keeper runs in a child process of the background worker: a fatal
+ * error of the Go runtime (a concurrent map write, running out of memory),
+ * which no recover catches and which exits with status 2, ends that child,
+ * not the background worker, so the postmaster restarts the worker, not
+ * the whole instance.  The child is forked while signals are blocked (Go
+ * loads there with them blocked, rules 3 and 4), drops the worker's exit
+ * callbacks, gets a latch of its own and dies with the worker.  The worker
+ * forwards SIGTERM and SIGHUP, waits for the child and exits as it did: 0
+ * for a shutdown the postmaster asked for, 1 otherwise.  Returns in the
+ * child only.
+ */
+static void
+pgk_supervise(void)
+{
+	static Latch child_latch;
+	pid_t		worker = MyProcPid;
+	pid_t		child;
+	int			status = 0;
+	bool		terminating = false;
+
+	child = fork();
+	if (child < 0)
+	{
+		ereport(LOG,
+				(errmsg("pg_keeper_go: could not start the keeper's process: %m"),
+				 errdetail("The worker starts again in %d second(s).", PGK_RESTART_SECONDS)));
+		proc_exit(1);
+	}
+	if (child == 0)
+	{
+		pgk_in_child = true;
+		MyProcPid = getpid();
+		/* The worker's exit callbacks are the worker's to run. */
+		on_exit_reset();
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != worker)
+			_exit(1);
+		pgk_init_wait_support();
+		InitLatch(&child_latch);
+		MyLatch = &child_latch;
+		return;
+	}
+
+	BackgroundWorkerUnblockSignals();
+	for (;;)
+	{
+		pid_t		r;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS(); /* e.g. absorb a ProcSignalBarrier */
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			(void) kill(child, SIGHUP);
+		}
+		if (ShutdownRequestPending && !terminating)
+		{
+			terminating = true;
+			(void) kill(child, SIGTERM);
+		}
+		r = waitpid(child, &status, WNOHANG);
+		if (r == child)
+			break;
+		if (r < 0 && errno != EINTR)
+		{
+			status = -1;		/* no child to wait for: as if it crashed */
+			break;
+		}
+	}
+	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		proc_exit(pgk_stop_exit_code());
+	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1)
+		proc_exit(1);
+
+	/*
+	 * It ended abnormally: it may have held the shared state's spinlock,
+	 * which nobody holds for more than a copy; release it if it stays held.
+	 */
+	for (int i = 0; i < 100 && !S_LOCK_FREE(&pgk_shared->mutex); i++)
+		pg_usleep(10000L);
+	if (!S_LOCK_FREE(&pgk_shared->mutex))
+		SpinLockRelease(&pgk_shared->mutex);
+	if (status != -1 && WIFSIGNALED(status))
+		ereport(WARNING,
+				(errmsg("pg_keeper_go: the keeper's process %d was terminated by signal %d", (int) child, WTERMSIG(status)),
+				 errdetail("The server keeps running; the keeper starts again in %d second(s).", PGK_RESTART_SECONDS),
+				 errhint("A fatal error of the Go runtime (which aborts with signal 6) is logged just before this line.")));
+	else
+		ereport(WARNING,
+				(errmsg("pg_keeper_go: the keeper's process %d ended with exit code %d", (int) child,
+						status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1),
+				 errdetail("The server keeps running; the keeper starts again in %d second(s).", PGK_RESTART_SECONDS),
+				 errhint("A fatal error of the Go runtime is logged just before this line.")));
+	proc_exit(1);
 }
 
 void
@@ -241,6 +347,8 @@ pg_keeper_go_main(Datum main_arg)
 		proc_exit(0);
 	}
 	before_shmem_exit(pgk_worker_exit, (Datum) 0);
+
+	pgk_supervise();			/* from here on: the keeper's process */
 
 	snprintf(path, sizeof(path), "%s/%s", pkglib_path, PGK_CORE_LIBRARY);
 	handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);

@@ -123,11 +123,13 @@ type promotion struct {
 	logChecked bool
 }
 
-// identity is this node's: its host name, data directory and cluster.
+// identity is this node's: its host name, data directory and cluster,
+// and the keeper's background worker.
 type identity struct {
-	hostname string
-	dataDir  string
-	systemID uint64
+	hostname  string
+	dataDir   string
+	systemID  uint64
+	workerPID int
 }
 
 // New prepares a keeper; Run starts it.
@@ -141,6 +143,14 @@ func New(h host.Host, deps Deps) (*Keeper, error) {
 	k.guard.mode = host.GuardPending
 	k.self.hostname, _ = os.Hostname()
 	k.self.dataDir, _ = h.Env("data_directory")
+	// The background worker's pid (the keeper runs in a child of it);
+	// an older shim has none: this process.
+	k.self.workerPID = os.Getpid()
+	if v, ok := h.Env("worker_pid"); ok {
+		if pid, err := strconv.Atoi(v); err == nil && pid > 0 {
+			k.self.workerPID = pid
+		}
+	}
 	if v, ok := h.Env("system_identifier"); ok {
 		k.self.systemID, _ = strconv.ParseUint(v, 10, 64)
 	}
@@ -303,6 +313,9 @@ func (k *Keeper) runPosted() {
 // reload reads the settings; invalid ones put the keeper in misconfigured.
 func (k *Keeper) reload() {
 	defer k.reloadHTTP()
+	if v, _, _ := k.host.Setting("pg_keeper.test_fatal_error"); v == "on" {
+		testFatalError()
+	}
 	s, warnings, err := LoadSettings(k.host.Setting)
 	for _, w := range warnings {
 		k.host.Log(host.LevelWarning, "pg_keeper_go: "+w, "", "")

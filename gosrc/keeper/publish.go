@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"os"
 	"time"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
@@ -36,7 +35,7 @@ func (k *Keeper) snapshot() status.Snapshot {
 		Failovers:           k.promo.failovers,
 		LastFailoverAt:      k.promo.at,
 		PromotionHeld:       k.hold,
-		WorkerPID:           os.Getpid(),
+		WorkerPID:           k.self.workerPID,
 		UpdatedAt:           time.Now(),
 	}
 	if k.obs.Failures > 0 {

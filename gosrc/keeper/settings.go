@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
@@ -305,4 +306,12 @@ func (s Settings) extensionDatabases() []string {
 		}
 	}
 	return dbs
+}
+
+// testFatalError ends the process with a fatal error of the Go runtime,
+// which no recover catches (pg_keeper.test_fatal_error, for tests only):
+// the C worker must restart the keeper without restarting the server.
+func testFatalError() {
+	var mu sync.Mutex
+	mu.Unlock()
 }

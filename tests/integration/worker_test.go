@@ -181,3 +181,35 @@ func TestATerminatedKeeperComesBack(t *testing.T) {
 	p.primary.StopOrFail(t, "fast")
 	assert.Equal(t, 1, strings.Count(p.primary.Log(), "the keeper was terminated by process"))
 }
+
+// TestAFatalErrorOfTheGoRuntimeRestartsTheKeeperNotTheServer: a fatal
+// error of the Go runtime, which no recover catches (exit status 2), ends
+// the keeper's process; the worker restarts it and the server runs on (it
+// used to be a crash of a background worker, which restarts the instance
+// and ends every session).
+func TestAFatalErrorOfTheGoRuntimeRestartsTheKeeperNotTheServer(t *testing.T) {
+	p := startPair(t, nil)
+	n := p.primary
+	first := n.QueryString(t, "postgres", "select worker_pid from pg_keeper_status()")
+	started := n.QueryString(t, "postgres", "select pg_postmaster_start_time()")
+	session := n.MustConnect(t, "postgres")
+
+	n.Exec(t, "postgres", "alter system set pg_keeper.test_fatal_error = on")
+	n.Exec(t, "postgres", "select pg_reload_conf()")
+	n.WaitLog(t, "fatal error: sync: unlock of unlocked mutex", 10*time.Second)
+	// The runtime aborts (SIGABRT) in a shared library: the worker says so.
+	n.WaitLog(t, "pg_keeper_go: the keeper's process", 10*time.Second)
+	assert.Regexp(t, `pg_keeper_go: the keeper's process \d+ (was terminated by signal 6|ended with exit code 2)`, n.Log())
+	n.Exec(t, "postgres", "alter system reset pg_keeper.test_fatal_error")
+	n.Exec(t, "postgres", "select pg_reload_conf()")
+
+	pgtest.Eventually(t, 15*time.Second, poll, func() (bool, string) {
+		pid := n.QueryString(t, "postgres", "select coalesce(worker_pid::text, '') from pg_keeper_status()")
+		return pid != "" && pid != first, "the worker was not started again (pid " + pid + ", was " + first + ")"
+	})
+	p.waitState(t, n, "primary", "connected", 15*time.Second)
+	assert.Equal(t, started, n.QueryString(t, "postgres", "select pg_postmaster_start_time()"), "the server restarted")
+	_, err := session.Exec(t.Context(), "select 1")
+	assert.NoError(t, err, "a session from before the fatal error")
+	assert.NotContains(t, n.Log(), "terminating any other active server processes")
+}
