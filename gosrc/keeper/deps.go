@@ -27,6 +27,7 @@ type Node interface {
 	RestoreSync(ctx context.Context, saved node.SyncSetting) error
 	TerminateClients(ctx context.Context) (int, error)
 	EnsureExtension(ctx context.Context, databases []string) ([]node.ExtensionChange, error)
+	TwoPhaseSubscriptions(ctx context.Context) ([]string, error)
 	Close()
 }
 

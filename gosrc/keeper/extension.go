@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
@@ -73,4 +74,36 @@ func (k *Keeper) guardLetsWrites() bool {
 		return host.Boottime() < k.obs.LeaseUntil
 	}
 	return false
+}
+
+// twoPhaseEvery is how often a primary's keeper looks for subscriptions
+// created with two_phase.
+const twoPhaseEvery = 10 * time.Second
+
+// warnTwoPhase says once, while the guard can refuse writes, which
+// subscriptions were created with two_phase: their apply worker commits
+// prepared transactions without a statement or a commit of its own that
+// the commit check could see (PostgreSQL has no hook there), so a prepared
+// transaction whose PREPARE was applied under the lease may be committed
+// after it ended.  Looked at every 10 s; a read that fails is ignored.
+func (k *Keeper) warnTwoPhase() {
+	if k.conns.local == nil || k.configErr != nil || time.Now().Before(k.ext.twoPhaseAt) {
+		return
+	}
+	k.ext.twoPhaseAt = time.Now().Add(twoPhaseEvery)
+	local := k.conns.local
+	var names []string
+	err := k.await(extensionTimeout, func(ctx context.Context) (err error) {
+		names, err = local.TwoPhaseSubscriptions(ctx)
+		return err
+	})
+	if err != nil {
+		return
+	}
+	msg := ""
+	if len(names) > 0 && k.guard.mode != host.GuardOpen {
+		msg = strings.Join(names, ", ")
+	}
+	k.logOnce("twophase", msg, host.LevelWarning, "pg_keeper_go: the write guard cannot check what the apply worker of a subscription created with two_phase commits: ",
+		"Such a worker commits prepared transactions without a check: one prepared under the lease may commit after it ended. Create the subscription with two_phase = false where that matters.")
 }

@@ -88,3 +88,16 @@ func TestWithoutCreateExtensionTheMissingFunctionsAreWarnedOnce(t *testing.T) {
 		})
 	}
 }
+
+// A guarded primary with a subscription created with two_phase says once
+// that its apply worker's commits of prepared transactions go unchecked.
+func TestATwoPhaseSubscriptionIsReportedOnce(t *testing.T) {
+	r := startKeeper(t, false, nil)
+	r.node.twoPhase.Store([]string{"orders_sub"})
+	r.waitStatus(t, "connected", stateIs("primary", "connected"))
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.host.logText(), "subscription created with two_phase commits: orders_sub")
+	}, 5*time.Second, 5*time.Millisecond)
+	r.waitChecks(t, 3)
+	assert.Equal(t, 1, strings.Count(r.host.logText(), "orders_sub"))
+}

@@ -55,6 +55,8 @@ type fakeNode struct {
 	recordErr atomic.Pointer[error]
 	// recordGate, when set, holds RecordFailover until it is closed.
 	recordGate atomic.Pointer[chan struct{}]
+	// twoPhase is what TwoPhaseSubscriptions answers ([]string).
+	twoPhase atomic.Value
 	// extension: the databases EnsureExtension was asked for, per call
 	// (kept apart from calls); extensionErr fails it; extensionMissing
 	// makes it report the extension created.
@@ -119,6 +121,11 @@ func (n *fakeNode) RecordFailover(ctx context.Context, rec node.FailoverRecord) 
 }
 
 func (n *fakeNode) Reload(context.Context) error { return nil }
+
+func (n *fakeNode) TwoPhaseSubscriptions(context.Context) ([]string, error) {
+	names, _ := n.twoPhase.Load().([]string)
+	return names, nil
+}
 
 func (n *fakeNode) DisableSync(context.Context, bool) (node.SyncSetting, error) {
 	n.called("disable-sync")

@@ -84,6 +84,8 @@ type extensionSetup struct {
 	done    bool      // created, updated or found up to date this run
 	failed  bool      // the last attempt failed
 	retryAt time.Time // when to try again after a failure
+	// twoPhaseAt is when to look for two-phase subscriptions next.
+	twoPhaseAt time.Time
 }
 
 // loopState is what the main loop keeps for itself.
@@ -217,6 +219,7 @@ func (k *Keeper) turn() {
 	if !inRecovery {
 		k.applyGuard(d)
 		k.ensureExtension()
+		k.warnTwoPhase()
 	}
 }
 
@@ -369,6 +372,7 @@ var cleared = map[string]string{
 	"walreceiver": "the WAL receiver can be read again",
 	"grant":       "the standby grants leases",
 	"heartbeat":   "the WAL heartbeat is written",
+	"twophase":    "no subscription created with two_phase is left unchecked",
 }
 
 // logOnce logs prefix+msg when msg differs from what was last logged for

@@ -305,6 +305,22 @@ func (l *Local) TerminateClients(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// TwoPhaseSubscriptions names the subscriptions created with two_phase
+// (PostgreSQL 15 and later; none before).  pg_subscription is shared by
+// every database of the server.
+func (l *Local) TwoPhaseSubscriptions(ctx context.Context) ([]string, error) {
+	var names []string
+	err := l.session.QueryRow(ctx,
+		`select coalesce(array_agg(subname::text order by subname), '{}') from pg_catalog.pg_subscription where subtwophasestate <> 'd'`, &names)
+	if pgsession.SQLState(err) == "42703" { // undefined_column: before 15
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read pg_subscription: %w", err)
+	}
+	return names, nil
+}
+
 // Close closes the session.
 func (l *Local) Close() { l.session.Close() }
 

@@ -229,3 +229,23 @@ func commitOutlivesItsLease(t *testing.T, prepare, commit string) {
 	assert.Empty(t, sqlState(err), "a server error instead of a lost connection: %v", err)
 	primary.WaitLog(t, "the primary lease ended while a transaction committed", 5*time.Second)
 }
+
+// TestATwoPhaseSubscriptionIsReportedOnce: the one write path PostgreSQL
+// gives the guard no hook on, the apply worker of a subscription created
+// with two_phase committing a prepared transaction, is named in the log
+// once, with what to do.
+func TestATwoPhaseSubscriptionIsReportedOnce(t *testing.T) {
+	in := pgtest.Require(t, true)
+	publisher := in.NewPrimary(t, "publisher", map[string]string{"wal_level": "logical"})
+	publisher.Exec(t, "postgres", "create table items (id int primary key)")
+	publisher.Exec(t, "postgres", "create publication items_pub for table items")
+
+	p := startPair(t, nil)
+	p.primary.Exec(t, "postgres", "create table items (id int primary key)")
+	p.primary.Exec(t, "postgres", "create subscription items_2pc connection "+
+		pgtest.Quote(publisher.ConnString("postgres"))+" publication items_pub with (two_phase = true)")
+	const warning = "subscription created with two_phase commits: items_2pc"
+	p.primary.WaitLog(t, warning, 25*time.Second)
+	waitGoodChecks(t, p.primary, 3)
+	assert.Equal(t, 1, strings.Count(p.primary.Log(), warning))
+}
