@@ -46,6 +46,7 @@ func (k *Keeper) check(inRecovery bool) {
 		wl   witness.Lease
 		wErr error
 		ws   witness.Standby
+		wsAt time.Duration // when the standby's heartbeat at the witness returned
 	)
 	deadline := k.settings.KeepaliveTime
 	if o.Failures+1 >= k.settings.KeepaliveCount {
@@ -68,6 +69,7 @@ func (k *Keeper) check(inRecovery bool) {
 				defer k.recoverFatal()
 				if inRecovery {
 					ws, wErr = w.StandbyHeartbeat(ctx, timeline, margin)
+					wsAt = host.Boottime() // after the read: no renewal it saw is later
 				} else {
 					wl, wErr = w.RenewPrimary(ctx, timeline, lease)
 				}
@@ -108,7 +110,7 @@ func (k *Keeper) check(inRecovery bool) {
 	if w != nil {
 		o.WitnessErr, o.WitnessHolder = conninfo.ErrorLine(wErr), ws.Holder
 		if inRecovery && wErr == nil {
-			o.WitnessRenewedUntil = k.observeRenewals(ws.Renewals, host.Boottime())
+			o.WitnessRenewedUntil = k.observeRenewals(ws.Renewals, wsAt)
 		}
 		if wErr == nil {
 			k.warnNamesake(ws.Namesake + wl.Namesake)
