@@ -189,8 +189,11 @@ func TestCLIStatusShowsOnePrimaryAndOneStandby(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Nodes) != 2 {
 			return false, fmt.Sprintf("bad JSON (%v): %s", err, out)
 		}
-		// Both: under load one node's read may run past its deadline.
-		return rep.Nodes[0].LastFailover != nil && rep.Nodes[1].LastFailover != nil,
+		// Both, and the standby's replay lag: under load one node's read
+		// may run past its deadline, and the facts are read before the
+		// failover log (the standby may replay the row in between, its
+		// first transaction: no replay lag before it).
+		return rep.Nodes[0].LastFailover != nil && rep.Nodes[1].LastFailover != nil && rep.Nodes[1].ReplayLagSeconds != nil,
 			"the failover_log row has not reached the standby, or a node's read failed: " + out
 	})
 	assert.Equal(t, 0, code)
