@@ -15,11 +15,14 @@
  * signals are still blocked, so Go's threads keep them blocked and
  * PostgreSQL's handlers only run on this thread.
  *
- * Exit codes: 0 (not restarted) on a shutdown of the server (SIGTERM from
- * the postmaster) and when another keeper already runs; 1 (restarted after
- * PGK_RESTART_SECONDS) otherwise, including a SIGTERM sent by anybody
- * else (kill, pg_ctl kill): the keeper comes back.  A core library that cannot be loaded, or that was built for
- * another host ABI, is reported once (the message is kept in shared memory
+ * The keeper itself runs in a child process of the worker (pgk_supervise).
+ * Exit codes of the worker: 0 (not restarted) on a shutdown of the server
+ * (SIGTERM from the postmaster) and when another keeper already runs; 1
+ * (restarted after PGK_RESTART_SECONDS) otherwise, including a SIGTERM
+ * sent by anybody else (kill, pg_ctl kill): the keeper comes back.  The
+ * child exits 0 when asked to stop, 1 on an error; the worker decides.
+ * A core library that cannot be loaded, or that was built for another
+ * host ABI, is reported once (the message is kept in shared memory
  * across restarts of the worker), the guard is opened with the reason (no
  * keeper guards the node, as without pg_keeper_go), and the worker waits
  * PGK_CORE_RETRY_MS before it exits to be restarted and try again: a fixed
@@ -136,9 +139,6 @@ pgk_publish_c_error(const char *msg)
  */
 static volatile sig_atomic_t pgk_term_sender = 0;
 
-/* True in the keeper's process, the child of the worker (pgk_supervise). */
-static bool pgk_in_child = false;
-
 /* SignalHandlerForShutdownRequest, remembering the sender. */
 static void
 pgk_handle_sigterm(int signo, siginfo_t *info, void *context)
@@ -160,8 +160,7 @@ pgk_stop_exit_code(void)
 {
 	pid_t		sender = (pid_t) pgk_term_sender;
 
-	/* In the keeper's process the worker decides (pgk_supervise). */
-	if (pgk_in_child || sender == 0 || sender == PostmasterPid)
+	if (sender == 0 || sender == PostmasterPid)
 		return 0;
 	ereport(LOG,
 			(errmsg("pg_keeper_go: the keeper was terminated by process %d", (int) sender),
@@ -218,13 +217,13 @@ pgk_core_unavailable(const char *msg, const char *hint)
 								 PGINVALID_SOCKET, 1000, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(ShutdownRequestPending ? pgk_stop_exit_code() : 1);
+	proc_exit(ShutdownRequestPending ? 0 : 1);
 }
 
 /*
  * The keeper runs in a child process of the background worker: a fatal
  * error of the Go runtime (a concurrent map write, running out of memory),
- * which no recover catches and which exits with status 2, ends that child,
+ * which no recover catches and which aborts the process, ends that child,
  * not the background worker, so the postmaster restarts the worker, not
  * the whole instance.  The child is forked while signals are blocked (Go
  * loads there with them blocked, rules 3 and 4), drops the worker's exit
@@ -252,7 +251,6 @@ pgk_supervise(void)
 	}
 	if (child == 0)
 	{
-		pgk_in_child = true;
 		MyProcPid = getpid();
 		/* The worker's exit callbacks are the worker's to run. */
 		on_exit_reset();
@@ -384,5 +382,5 @@ pg_keeper_go_main(Datum main_arg)
 	rc = run(&host);
 
 	/* The library is never dlclose()d: Go runtimes cannot be unloaded. */
-	proc_exit(rc == PGK_EXIT_SHUTDOWN ? pgk_stop_exit_code() : 1);
+	proc_exit(rc == PGK_EXIT_SHUTDOWN ? 0 : 1);
 }

@@ -280,10 +280,10 @@ func IsGateRefusal(err error) bool {
 // synchronous setting, writes the WAL heartbeat its standby's keeper
 // watches, then asks the standby for a lease of length lease, for this
 // node's cluster and timeline (armed: the keeper has recorded that a
-// standby that can grant follows this primary).  A standby that answers but does not stream
-// fails the check: synchronous commits would wait for it.  The returned
-// facts are valid even when the error is not nil, if the local query
-// succeeded.
+// standby that can grant follows this primary).  A standby that answers
+// but does not stream fails the check: synchronous commits would wait for
+// it.  The returned facts are valid even when the error is not nil, if the
+// local query succeeded.
 func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration, armed bool) (StandbyCheck, error) {
 	var sc StandbyCheck
 	var (

@@ -160,8 +160,9 @@ func (w *Witness) RenewPrimary(ctx context.Context, timeline uint32, lease time.
 // A lease starts at now(), the start of the transaction: no earlier than
 // the keeper's own start of the lease, so the witness's copy of a lease
 // never ends before the primary's.  updated_at is that start too: it
-// changes at every write (a renewal's token).  Rows of keepers gone for an
-// hour are removed, but for the newest primary's (it fences an old one).
+// changes at every write (a renewal's token).  At its first write a keeper
+// removes the rows of keepers gone for an hour, but for the newest
+// primary's (it fences an old one).
 func (w *Witness) upsert(ctx context.Context, tx pgx.Tx, role string, timeline uint32, lease time.Duration) error {
 	var at string
 	err := tx.QueryRow(ctx, `insert into pg_keeper_witness as w (system_identifier, node, role, timeline, lease_until, updated_at)
@@ -174,9 +175,11 @@ func (w *Witness) upsert(ctx context.Context, tx pgx.Tx, role string, timeline u
 	if err != nil {
 		return err
 	}
-	if w.firstWrite == "" {
-		w.firstWrite = at
+	if w.firstWrite != "" {
+		return nil
 	}
+	// This keeper's first write: rows only pile up as keepers start.
+	w.firstWrite = at
 	_, err = tx.Exec(ctx, `delete from pg_keeper_witness
 		where system_identifier = $1 and node <> $2
 		  and updated_at < now() - interval '1 hour'
