@@ -45,12 +45,13 @@ endif
 
 EXTENSION  = pg_keeper_go
 MODULE_big = pg_keeper_go
-OBJS       = extension/init.o extension/guard.o extension/host.o extension/worker.o extension/sql.o
+OBJS       = extension/init.o extension/guard.o extension/host.o extension/worker.o extension/sql.o extension/pause.o
 DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql \
-             sql/pg_keeper_go--1.0--1.1.sql sql/pg_keeper_go--1.1--1.2.sql sql/pg_state.sql \
+             sql/pg_keeper_go--1.0--1.1.sql sql/pg_keeper_go--1.1--1.2.sql \
+             sql/pg_keeper_go--1.2--1.3.sql sql/pg_state.sql \
              sql/pg_keeper_witness.sql
 PGFILEDESC = "pg_keeper_go - automatic failover for a primary/standby pair"
-PG_CPPFLAGS = -I$(srcdir)/extension -DPGK_VERSION='"1.2"'
+PG_CPPFLAGS = -I$(srcdir)/extension -DPGK_VERSION='"1.3"'
 PG_CFLAGS  = -Wall -Werror
 SHLIB_LINK = -ldl
 
@@ -206,7 +207,7 @@ images: $(addprefix image-,$(MAJORS))
 # Debian packages per major, built in the major's image from what it
 # compiled (scripts/build-deb.sh): dist/postgresql-NN-pg-keeper-go_*.deb
 # and dist/pg-keeper-go_*.deb (the command; the same for every major).
-DEB_VERSION ?= 1.2-1
+DEB_VERSION ?= 1.3-1
 DEB_MAJORS  ?= $(PG_MAJOR)
 .PHONY: deb $(addprefix deb-,$(MAJORS))
 deb: $(addprefix deb-,$(DEB_MAJORS))

@@ -175,6 +175,22 @@ pgk_get_env(const char *name, char *buf, size_t buflen)
 		snprintf(bindir, sizeof(bindir), "%d", pgk_shared != NULL ? (int) pgk_shared->worker_pid : 0);
 		value = bindir;
 	}
+	else if (strcmp(name, "paused_since") == 0)
+	{
+		/* Unix epoch microseconds of the maintenance pause (pause.c). */
+		int64		since = 0;
+
+		if (pgk_shared != NULL)
+		{
+			SpinLockAcquire(&pgk_shared->mutex);
+			since = pgk_shared->paused_since_us;
+			SpinLockRelease(&pgk_shared->mutex);
+		}
+		if (since == 0)
+			return -1;
+		snprintf(bindir, sizeof(bindir), INT64_FORMAT, since);
+		value = bindir;
+	}
 	else if (strcmp(name, "session_token") == 0)
 	{
 		if (pgk_shared == NULL || pgk_shared->session_token[0] == '\0')

@@ -88,6 +88,7 @@ static void
 pgk_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(PgKeeperShared)));
+	RequestNamedLWLockTranche("pg_keeper_go", 1);	/* orders pauses (pause.c) */
 }
 
 /*
@@ -142,6 +143,7 @@ pgk_shmem_startup(void)
 		pg_atomic_init_u64(&pgk_shared->commit_until,
 						   configured ? 0 : PG_UINT64_MAX);
 		pgk_new_session_token(pgk_shared->session_token);
+		pgk_pause_load();
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -47,7 +47,15 @@ typedef struct PgKeeperShared
 	bool		grants_closed;	/* a promotion has begun: grant nothing */
 	int64		promise_until_ns;	/* CLOCK_BOOTTIME before which this
 									 * standby promised not to promote, or 0 */
+	int64		paused_since_us;	/* automatic failover paused since (Unix
+									 * epoch us), 0 when it is not paused */
 } PgKeeperShared;
+
+/*
+ * The pause survives restarts in this file of the data directory
+ * (pause.c); it holds the Unix epoch microseconds of the pause.
+ */
+#define PGK_PAUSE_FILE "pg_keeper_go.paused"
 
 /* Seconds before the postmaster starts the worker again after exit code 1. */
 #define PGK_RESTART_SECONDS 1
@@ -60,6 +68,10 @@ extern int	pgk_test_commit_delay;
 
 /* init.c: the lease this node's own settings give, in ms (see sql.c). */
 extern int64 pgk_settings_lease_ms(void);
+
+/* pause.c: the maintenance pause. */
+extern void pgk_pause_load(void);
+extern bool pgk_pause_set(bool pause, int64 *since_us);
 
 /* guard.c: the write guard, in every backend. */
 extern int64 pgk_boottime_ns(void);

@@ -145,10 +145,12 @@ typedef struct PgKeeperHost
 
 	/*
 	 * Copy a process-level fact into buf: "data_directory" (absolute path),
-	 * "pkglibdir", "bindir", "system_identifier" (decimal), "session_token"
-	 * (the secret with which the keeper's own sessions pass the connection
-	 * gate: pg_keeper.session_token in their startup packet), or an
-	 * environment variable of the postmaster
+	 * "pkglibdir", "bindir", "system_identifier" (decimal), "worker_pid",
+	 * "paused_since" (Unix epoch microseconds of the maintenance pause;
+	 * unset when not paused), "session_token" (the secret with which the
+	 * keeper's own sessions pass the connection gate:
+	 * pg_keeper.session_token in their startup packet), or an environment
+	 * variable of the postmaster
 	 * ("PATH", "HOME", ...).  Returns -1 if unknown or unset.
 	 */
 	int			(*get_env) (const char *name, char *buf, size_t buflen);

@@ -1,13 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * sql.c
- *		The SQL-callable functions: pg_keeper_status(), pg_keeper_grant_lease()
- *		and pg_keeper_heartbeat().
+ *		The SQL-callable functions: pg_keeper_status(), pg_keeper_grant_lease(),
+ *		pg_keeper_heartbeat(), pg_keeper_pause() and pg_keeper_resume().
  *
  * They work on the shared memory (pg_keeper_go.h), which exists only when
  * the library is preloaded: each one first checks that it does.  They never
- * call into Go; besides the shared memory, only pg_keeper_heartbeat() writes
- * anything (a WAL message).  pg_keeper_status() returns the snapshot the
+ * call into Go; besides the shared memory, only pg_keeper_heartbeat() (a WAL
+ * message) and the pause (a file in the data directory, pause.c) write
+ * anything.  pg_keeper_status() returns the snapshot the
  * keeper last published, with what only C knows added (the worker's pid,
  * whether it runs, the write guard and the time left on its lease); figures
  * derived from the settings, such as failover_after, come from the keeper
@@ -36,6 +37,8 @@
 PG_FUNCTION_INFO_V1(pg_keeper_status);
 PG_FUNCTION_INFO_V1(pg_keeper_grant_lease);
 PG_FUNCTION_INFO_V1(pg_keeper_heartbeat);
+PG_FUNCTION_INFO_V1(pg_keeper_pause);
+PG_FUNCTION_INFO_V1(pg_keeper_resume);
 
 static const char *const pgk_guard_names[] = {"pending", "open", "leased", "fenced"};
 
@@ -133,6 +136,50 @@ pg_keeper_heartbeat(PG_FUNCTION_ARGS)
 	PG_RETURN_LSN(pgk_log_flushed_message("pg_keeper_go", "", 0));
 }
 
+/*
+ * pg_keeper_pause(): pause automatic failover on this node, durably (see
+ * pause.c); pg_keeper_resume() ends the pause.  Both work on a standby and
+ * on a fenced primary, return whether they changed anything, and log who
+ * did it.
+ */
+Datum
+pg_keeper_pause(PG_FUNCTION_ARGS)
+{
+	int64		since;
+	bool		promoting;
+
+	pgk_require_shared();
+	if (!pgk_pause_set(true, &since))
+		PG_RETURN_BOOL(false);
+	ereport(LOG,
+			(errmsg("pg_keeper_go: automatic failover paused by role \"%s\"",
+					GetUserNameFromId(GetUserId(), false)),
+			 errdetail("Until pg_keeper_resume(), also after a restart, the keeper neither promotes this node nor switches synchronous replication; fencing and the write guard go on.")));
+	SpinLockAcquire(&pgk_shared->mutex);
+	promoting = pgk_shared->grants_closed;
+	SpinLockRelease(&pgk_shared->mutex);
+	if (promoting && RecoveryInProgress())
+		ereport(WARNING,
+				(errmsg("the promotion of this standby has already begun"),
+				 errdetail("The pause holds the next failover, not this one.")));
+	PG_RETURN_BOOL(true);
+}
+
+Datum
+pg_keeper_resume(PG_FUNCTION_ARGS)
+{
+	int64		since;
+
+	pgk_require_shared();
+	if (!pgk_pause_set(false, &since))
+		PG_RETURN_BOOL(false);
+	ereport(LOG,
+			(errmsg("pg_keeper_go: automatic failover resumed by role \"%s\"",
+					GetUserNameFromId(GetUserId(), false)),
+			 errdetail("The keeper acts on what it sees from its next check on.")));
+	PG_RETURN_BOOL(true);
+}
+
 /* ---------------------------------------------------------------------
  * pg_keeper_status()
  * ---------------------------------------------------------------------
@@ -171,8 +218,10 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 	PgKeeperStatus st;
 	pid_t		pid;
 	bool		has_status;
-	Datum		values[18];
-	bool		nulls[18];
+	Datum		values[20];
+	bool		nulls[20];
+	int			natts;
+	int64		paused_since;
 	char		guard_reason[PGK_TEXT_LEN];
 	int			guard_mode;
 	uint64		commit_until;
@@ -183,7 +232,9 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != lengthof(values))
+	/* 18 columns up to extension 1.2, 20 (with the pause) from 1.3. */
+	natts = tupdesc->natts;
+	if (natts != 18 && natts != lengthof(values))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("function pg_keeper_status() does not match the loaded library"),
@@ -196,6 +247,7 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 	guard_mode = pgk_shared->guard_mode;
 	strlcpy(guard_reason, pgk_shared->guard_reason, sizeof(guard_reason));
 	commit_until = pg_atomic_read_u64(&pgk_shared->commit_until);
+	paused_since = pgk_shared->paused_since_us;
 	SpinLockRelease(&pgk_shared->mutex);
 	now_ns = pgk_boottime_ns();
 
@@ -245,6 +297,8 @@ pg_keeper_status(PG_FUNCTION_ARGS)
 		values[i] = pgk_interval_ms(commit_until > (uint64) now_ns ?
 									(int64) (commit_until - now_ns) / 1000000 : 0), i++;
 	}
+	values[i] = BoolGetDatum(paused_since != 0), i++;
+	values[i] = pgk_timestamp(paused_since, &nulls[i]), i++;
 	Assert(i == lengthof(values));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

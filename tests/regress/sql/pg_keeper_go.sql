@@ -56,6 +56,8 @@ SET ROLE regress_pgk_app;
 SELECT role FROM pg_keeper_status();
 SELECT pg_keeper_grant_lease();
 SELECT pg_keeper_grant_lease(4000, 1, 1);
+SELECT pg_keeper_pause();
+SELECT pg_keeper_resume();
 -- (the wording of this error changed in 16; its SQLSTATE did not)
 DO $$
 BEGIN
@@ -68,9 +70,22 @@ RESET ROLE;
 SET ROLE regress_pgk_monitor;
 SELECT role FROM pg_keeper_status();
 SELECT pg_keeper_grant_lease();
+SELECT pg_keeper_pause();
 RESET ROLE;
 DROP ROLE regress_pgk_app;
 DROP ROLE regress_pgk_monitor;
+
+-- the maintenance pause: shown at once, idempotent, kept in a file of the
+-- data directory (so that it survives a restart) until resumed
+SELECT paused, paused_since IS NULL AS no_since FROM pg_keeper_status();
+SELECT pg_keeper_pause();
+SELECT pg_keeper_pause();
+SELECT paused, paused_since > now() - interval '1 minute' AS recent FROM pg_keeper_status();
+SELECT split_part(pg_read_file('pg_keeper_go.paused'), E'\n', 2) AS pause_file;
+SELECT pg_keeper_resume();
+SELECT pg_keeper_resume();
+SELECT paused, paused_since FROM pg_keeper_status();
+SELECT pg_stat_file('pg_keeper_go.paused', true) IS NULL AS pause_file_removed;
 
 -- the failover_log script, twice (it is idempotent)
 \i sql/pg_state.sql
@@ -90,9 +105,12 @@ DROP DATABASE pg_state;
 DROP EXTENSION pg_keeper_go;
 
 -- the upgrade path from 1.0: the old status function does not match the
--- library until ALTER EXTENSION ... UPDATE
+-- library until ALTER EXTENSION ... UPDATE; 1.2's status (no pause
+-- columns) works with the new library
 CREATE EXTENSION pg_keeper_go VERSION '1.0';
 SELECT role FROM pg_keeper_status();
+ALTER EXTENSION pg_keeper_go UPDATE TO '1.2';
+SELECT role, guard FROM pg_keeper_status();
 ALTER EXTENSION pg_keeper_go UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pg_keeper_go';
 SELECT role, guard FROM pg_keeper_status();
