@@ -30,6 +30,8 @@ var (
 		"Unix time of the last good check of the partner, 0 if none.", nil, nil)
 	descFenced = prometheus.NewDesc("pg_keeper_fenced",
 		"1 when the keeper fenced the node.", nil, nil)
+	descPaused = prometheus.NewDesc("pg_keeper_paused",
+		"1 while automatic failover is paused on the node (pg_keeper_pause()).", nil, nil)
 	descWritable = prometheus.NewDesc("pg_keeper_writable",
 		"1 when the node accepts writes.", nil, nil)
 	descStreaming = prometheus.NewDesc("pg_keeper_streaming",
@@ -82,7 +84,7 @@ type snapshotCollector struct{ s *Server }
 // Describe sends the descriptors of every metric Collect may send.
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descAge, descRole, descState, descFailedChecks, descFailovers,
-		descLastFailover, descLastSuccess, descFenced, descWritable, descStreaming, descLag, descTimeline, descConfigError,
+		descLastFailover, descLastSuccess, descFenced, descPaused, descWritable, descStreaming, descLag, descTimeline, descConfigError,
 		descLagBytes, descGuard, descLeaseLeft, descHeld, descKeepaliveTime, descKeepaliveCount} {
 		ch <- d
 	}
@@ -121,6 +123,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLastFailover, unix(snap.LastFailoverAt))
 	gauge(descLastSuccess, unix(snap.LastSuccess))
 	gauge(descFenced, b2f(snap.Fenced))
+	gauge(descPaused, b2f(snap.Paused))
 	gauge(descWritable, b2f(snap.Writable))
 	gauge(descStreaming, b2f(snap.Streaming))
 	if snap.Role == status.RoleStandby {

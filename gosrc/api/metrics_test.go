@@ -80,6 +80,7 @@ func TestMetricsParseAndReportTheSnapshot(t *testing.T) {
 	assert.Equal(t, float64(t0.Add(-time.Hour).Unix()), value(t, fams, "pg_keeper_last_failover_timestamp_seconds"))
 	assert.Equal(t, float64(t0.Add(-time.Second).Unix()), value(t, fams, "pg_keeper_last_successful_check_timestamp_seconds"))
 	assert.Equal(t, 0.0, value(t, fams, "pg_keeper_fenced"))
+	assert.Equal(t, 0.0, value(t, fams, "pg_keeper_paused"))
 	assert.Equal(t, 1.0, value(t, fams, "pg_keeper_writable"))
 	assert.Equal(t, 2.0, value(t, fams, "pg_keeper_timeline"))
 	assert.Equal(t, 0.0, value(t, fams, "pg_keeper_config_error"))
@@ -106,7 +107,7 @@ func TestMetricsParseAndReportTheSnapshot(t *testing.T) {
 	assert.Equal(t, map[string]uint64{"ok": 2, "failed": 1}, counts)
 
 	st := standbySnap()
-	st.Fenced = true
+	st.Fenced, st.Paused = true, true
 	st.UpdatedAt = t0.Add(-time.Minute)
 	s.Update(st)
 	fams = scrape(t, s)
@@ -114,6 +115,7 @@ func TestMetricsParseAndReportTheSnapshot(t *testing.T) {
 	assert.Equal(t, 60.0, value(t, fams, "pg_keeper_snapshot_age_seconds"))
 	assert.Equal(t, 1.0, value(t, fams, "pg_keeper_role", "role", "standby"))
 	assert.Equal(t, 1.0, value(t, fams, "pg_keeper_fenced"))
+	assert.Equal(t, 1.0, value(t, fams, "pg_keeper_paused"))
 	assert.Equal(t, 1.0, value(t, fams, "pg_keeper_streaming"))
 	assert.Equal(t, 0.5, value(t, fams, "pg_keeper_replay_lag_seconds"))
 }

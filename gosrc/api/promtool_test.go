@@ -79,7 +79,7 @@ func TestMetricsPassPromtoolsLint(t *testing.T) {
 // tests (each alert fires on the series it is written for), and that every
 // pg_keeper metric a rule reads is one the server exports.
 func TestTheAlertingRulesLoadAndFire(t *testing.T) {
-	assert.Contains(t, runPromtool(t, "", "check", "rules", "pg_keeper_go.rules.yml"), "SUCCESS: 7 rules found")
+	assert.Contains(t, runPromtool(t, "", "check", "rules", "pg_keeper_go.rules.yml"), "SUCCESS: 8 rules found")
 	assert.Contains(t, runPromtool(t, "", "test", "rules", "pg_keeper_go.rules.test.yml"), "SUCCESS")
 
 	exported := map[string]bool{}

@@ -35,6 +35,7 @@ type Observation struct {
 	LeaseUntil     time.Duration // end of a primary's lease (Boottime)
 	SyncConfigured bool          // synchronous_standby_names is not empty
 	SwitchedAsync  bool          // the keeper switched synchronous replication off
+	Paused         bool          // automatic failover is paused on this node (pg_keeper_pause())
 
 	// Carried over from the last Decision (and, for Fenced and Armed,
 	// from the state file across restarts).
@@ -156,10 +157,19 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 	}
 	switch {
 	case o.SwitchedAsync && o.Current == PrimaryAsync && o.Failures == 0:
+		if o.Paused {
+			return PrimaryAsync, PausedHold, 0
+		}
 		return PrimaryConnected, "", 0
 	case o.SwitchedAsync:
 		return PrimaryAsync, "", 0
 	case o.Failures >= o.Threshold && o.SyncConfigured:
+		if o.Paused {
+			if o.Current == PrimaryAlone {
+				return PrimaryAlone, PausedHold, 0
+			}
+			return PrimaryFailing, PausedHold, 0
+		}
 		if d.Guard == host.GuardLeased && o.Now >= o.LeaseUntil {
 			// The standby may be promoting: releasing the commits that
 			// wait for it would acknowledge writes it never received.

@@ -108,6 +108,26 @@ func TestDecide(t *testing.T) {
 		{"a fenced primary stays fenced when its partner is gone", func(o *Observation) {
 			o.Current, o.Fenced, o.Failures = PrimaryFenced, "before", 5
 		}, PrimaryFenced},
+		{"a paused standby whose primary is lost does not promote", func(o *Observation) {
+			standby(o)
+			o.Current, o.Failures, o.Paused = StandbyFailing, 10, true
+		}, StandbyHeld},
+		{"a held standby promotes once resumed", func(o *Observation) {
+			standby(o)
+			o.Current, o.Failures = StandbyHeld, 10
+		}, StandbyPromoting},
+		{"a paused primary does not switch to async when its synchronous standby is lost", func(o *Observation) {
+			o.Current, o.Failures, o.SyncConfigured, o.Paused = PrimaryFailing, 3, true, true
+		}, PrimaryFailing},
+		{"a paused primary that lost its synchronous standby earlier stays alone", func(o *Observation) {
+			o.Current, o.Failures, o.SyncConfigured, o.Paused = PrimaryAlone, 5, true, true
+		}, PrimaryAlone},
+		{"a paused primary does not restore sync when the standby is back", func(o *Observation) {
+			o.Current, o.SwitchedAsync, o.Paused = PrimaryAsync, true, true
+		}, PrimaryAsync},
+		{"a paused primary is still fenced", func(o *Observation) {
+			o.Current, o.PartnerAnswered, o.PartnerSystemID, o.PartnerTimeline, o.Paused = PrimaryConnected, true, 1, 2, true
+		}, PrimaryFenced},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -265,6 +285,7 @@ func TestPromotionHold(t *testing.T) {
 		{"under safety a standby that never granted holds", func(o *Observation) { o.Safety = true }, true, 0},
 		{"under safety an ended promise does not hold", func(o *Observation) { o.Safety, o.PromiseUntil = true, o.Now-time.Second }, false, 0},
 		{"under safety with a witness the witness decides", func(o *Observation) { o.Safety, o.Witness = true, true }, false, 0},
+		{"a pause holds", func(o *Observation) { o.Paused = true }, true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

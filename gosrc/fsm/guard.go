@@ -63,6 +63,10 @@ func promotedGuard(o Observation) (host.GuardMode, string) {
 	return host.GuardOpen, "promoted by the keeper: no standby has followed this primary yet"
 }
 
+// PausedHold is the hold of a keeper whose node is paused: it neither
+// promotes nor switches synchronous replication, either way.
+const PausedHold = "automatic failover is paused (pg_keeper_pause(); pg_keeper_go resume ends it)"
+
 // PromotionHold says why a standby must not promote yet ("" when it may)
 // and when to look again at the latest (0: at the next check).
 //
@@ -73,6 +77,9 @@ func promotedGuard(o Observation) (host.GuardMode, string) {
 // failover).  A WAL receiver that could not be read holds the promotion:
 // not knowing is not "not streaming".
 func PromotionHold(o Observation) (string, time.Duration) {
+	if o.Paused {
+		return PausedHold, 0
+	}
 	if o.WALReceiverErr != "" {
 		return "the WAL receiver could not be read: " + o.WALReceiverErr, 0
 	}

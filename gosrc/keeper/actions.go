@@ -69,7 +69,7 @@ func (k *Keeper) transition(d fsm.Decision) bool {
 		return false
 	}
 	k.state = d.State
-	k.host.SetTitle(d.State.Title())
+	k.setTitle()
 	return true
 }
 
@@ -86,7 +86,7 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	until, err := k.host.LeaseGrants(host.GrantsClose)
 	if err == nil {
 		o := k.obs
-		o.PromiseUntil, o.Now = until, host.Boottime()
+		o.PromiseUntil, o.Now, o.Paused = until, host.Boottime(), k.readPause()
 		if again := fsm.Decide(o); again.State != fsm.StandbyPromoting {
 			err = fmt.Errorf("promotion held after closing lease grants: %s", again.Hold)
 		}
@@ -128,7 +128,6 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	k.saveState()
 	k.promo.askedAt = time.Now()
 	k.promo.lsn = lsn
-	k.host.SetTitle(fsm.StandbyPromoting.Title())
 	return nil
 }
 

@@ -234,6 +234,7 @@ func (k *Keeper) observe(inRecovery bool) fsm.Observation {
 	}
 	o.Now = host.Boottime()
 	o.SwitchedAsync = k.sync != nil
+	o.Paused = k.readPause()
 	o.PromiseUntil = 0
 	if inRecovery {
 		until, err := k.host.LeaseGrants(host.GrantsRead)
@@ -255,7 +256,10 @@ func (k *Keeper) apply(d fsm.Decision) {
 		"Point pg_keeper.partner_conninfo at this node's standby or primary; the keeper neither promotes nor fences until then.")
 	if d.Hold != "" && d.Hold != k.hold {
 		what := "promotion held: "
-		if !o.InRecovery {
+		switch {
+		case !o.InRecovery && d.State == fsm.PrimaryAsync:
+			what = "return to synchronous replication held: "
+		case !o.InRecovery:
 			what = "switch to asynchronous replication held: "
 		}
 		k.host.Log(host.LevelInfo, "pg_keeper_go: "+what+d.Hold, k.facts(), "")

@@ -41,6 +41,7 @@ type fakeHost struct {
 	promiseUntil time.Duration
 	grantsErr    error // LeaseGrants fails with it
 	grantsShut   bool
+	pausedSince  string // get_env("paused_since"): "" when not paused
 }
 
 func newFakeHost(t *testing.T, inRecovery bool, settings map[string]string) *fakeHost {
@@ -123,6 +124,10 @@ func (h *fakeHost) Env(name string) (string, bool) {
 		return "/usr/bin:/bin", true
 	case "system_identifier":
 		return "7300000000000000001", true
+	case "paused_since":
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.pausedSince, h.pausedSince != ""
 	}
 	return "", false
 }
@@ -293,4 +298,20 @@ func (r *running) waitChecks(t *testing.T, n int32) {
 	target := r.prober.checks.Load() + n
 	require.Eventually(t, func() bool { return r.prober.checks.Load() >= target }, 5*time.Second, 5*time.Millisecond,
 		"waiting for %d checks", n)
+}
+
+// status is the keeper's last published snapshot.
+func (r *running) status() status.Snapshot {
+	st, _, _ := r.host.snapshot()
+	return st
+}
+
+// setPaused pauses (since a fixed time) or resumes the fake node.
+func (h *fakeHost) setPaused(paused bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pausedSince = ""
+	if paused {
+		h.pausedSince = "1796264400000000"
+	}
 }

@@ -16,7 +16,8 @@
 // Files: keeper.go (the keeper and its loop), check.go (the checks and the
 // observation), actions.go (the action table and the actions),
 // extension.go (creating the extension a primary needs), state.go (the
-// state file), publish.go (the status snapshot), http.go (the HTTP API),
+// state file), pause.go (the maintenance pause), publish.go (the status
+// snapshot), http.go (the HTTP API),
 // settings.go (the pg_keeper.* settings), deps.go (what the keeper is
 // built from), waker.go (waking the loop).
 package keeper
@@ -62,6 +63,9 @@ type Keeper struct {
 	state fsm.State
 	obs   fsm.Observation
 	hold  string // the last Decision.Hold, logged once per reason
+	// pausedSince is when automatic failover was paused on this node,
+	// zero when it is not (readPause).
+	pausedSince time.Time
 	// witnessSeen: a standby's view of the primaries' renewals at the
 	// witness, by node (observeRenewals).
 	witnessSeen map[string]seenRenewal

@@ -184,6 +184,58 @@ func TestASlowPartnerThatAnswersWithinKeepaliveTimeIsNotLost(t *testing.T) {
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
 }
 
+func TestAPausedStandbyDoesNotPromoteUntilResumed(t *testing.T) {
+	r := startKeeper(t, true, nil)
+	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
+	r.host.setPaused(true)
+	r.waitStatus(t, "the pause", func(s status.Snapshot) bool { return s.Paused })
+
+	r.prober.primary.Store(func(context.Context) error { return errRefused })
+	st := r.waitStatus(t, "the hold", stateIs("standby", "held"))
+	assert.Equal(t, fsm.PausedHold, st.PromotionHeld)
+	assert.Equal(t, time.UnixMicro(1796264400000000), st.PausedSince)
+	require.Eventually(t, func() bool { return r.status().ConsecutiveFailures >= 6 }, 5*time.Second, 5*time.Millisecond)
+	_, _, promotes := r.host.snapshot()
+	assert.Zero(t, promotes, "paused: no promotion however many checks fail")
+	r.host.mu.Lock()
+	assert.Contains(t, r.host.titles, "(standby:held) paused")
+	r.host.mu.Unlock()
+	r.host.setPaused(false)
+
+	r.waitStatus(t, "the promotion after resume", func(s status.Snapshot) bool { return s.Role == "primary" && s.Failovers == 1 })
+	assert.Contains(t, r.host.logText(), "promotion held: "+fsm.PausedHold)
+}
+
+func TestAPausedPrimaryNeitherSwitchesToAsyncNorBack(t *testing.T) {
+	r := startKeeper(t, false, nil)
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{Streaming: 1, SyncStandbyNames: "*"}, nil
+	})
+	r.waitStatus(t, "the primary to connect", stateIs("primary", "connected"))
+	r.host.setPaused(true)
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{SyncStandbyNames: "*"}, errRefused
+	})
+	st := r.waitStatus(t, "the hold", func(s status.Snapshot) bool { return s.PromotionHeld != "" })
+	assert.Equal(t, fsm.PausedHold, st.PromotionHeld)
+	require.Eventually(t, func() bool { return r.status().ConsecutiveFailures >= 6 }, 5*time.Second, 5*time.Millisecond)
+	assert.NotContains(t, r.node.history(), "disable-sync", "paused: commits keep waiting for the synchronous standby")
+
+	r.host.setPaused(false)
+	r.waitStatus(t, "the switch after resume", stateIs("primary", "async"))
+	r.host.setPaused(true)
+	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {
+		return probe.StandbyCheck{Streaming: 1, SyncStandbyNames: ""}, nil
+	})
+	r.waitStatus(t, "the standby back, paused", func(s status.Snapshot) bool {
+		return s.ConsecutiveFailures == 0 && s.State == "async" && s.PromotionHeld == fsm.PausedHold
+	})
+	assert.NotContains(t, r.node.history(), "restore-sync")
+	assert.Contains(t, r.host.logText(), "return to synchronous replication held: "+fsm.PausedHold)
+	r.host.setPaused(false)
+	r.waitStatus(t, "the restore after resume", stateIs("primary", "connected"))
+}
+
 func TestPrimarySwitchesToAsyncAndRestoresSync(t *testing.T) {
 	r := startKeeper(t, false, nil)
 	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) {

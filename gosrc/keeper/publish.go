@@ -35,6 +35,8 @@ func (k *Keeper) snapshot() status.Snapshot {
 		Failovers:           k.promo.failovers,
 		LastFailoverAt:      k.promo.at,
 		PromotionHeld:       k.hold,
+		Paused:              !k.pausedSince.IsZero(),
+		PausedSince:         k.pausedSince,
 		WorkerPID:           k.self.workerPID,
 		UpdatedAt:           time.Now(),
 	}

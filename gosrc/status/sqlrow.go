@@ -40,6 +40,8 @@ func ParseSQLRow(b []byte) (Snapshot, error) {
 		GuardReason          *string  `json:"guard_reason"`
 		Fenced               *bool    `json:"fenced"`
 		FenceReason          *string  `json:"fence_reason"`
+		Paused               *bool    `json:"paused"`
+		PausedSince          *string  `json:"paused_since"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return Snapshot{}, fmt.Errorf("pg_keeper_status(): %w", err)
@@ -67,6 +69,9 @@ func ParseSQLRow(b []byte) (Snapshot, error) {
 	if raw.Timeline != nil {
 		s.Timeline = *raw.Timeline
 	}
+	if raw.Paused != nil {
+		s.Paused = *raw.Paused
+	}
 	if raw.KeepaliveCount != nil {
 		s.KeepaliveCount = *raw.KeepaliveCount
 	}
@@ -85,6 +90,7 @@ func ParseSQLRow(b []byte) (Snapshot, error) {
 		{"last_failure", &s.LastFailure, raw.LastFailure},
 		{"promoted_at", &s.PromotedAt, raw.PromotedAt},
 		{"updated_at", &s.UpdatedAt, raw.UpdatedAt},
+		{"paused_since", &s.PausedSince, raw.PausedSince},
 	} {
 		if t.src == nil {
 			continue

@@ -29,6 +29,9 @@ func TestParseSQLRow(t *testing.T) {
 		{"another write guard is not fenced",
 			`{"role": "primary", "state": "connected", "guard": "leased"}`,
 			Snapshot{Role: "primary", State: "connected", Guard: "leased"}},
+		{"the pause of extension 1.3 is read",
+			`{"role": "standby", "state": "held", "paused": true, "paused_since": "2026-12-03T03:00:00.5+00:00"}`,
+			Snapshot{Role: "standby", State: "held", Paused: true, PausedSince: time.Date(2026, 12, 3, 3, 0, 0, 500000000, time.UTC)}},
 		{"the fenced state counts when there is no column",
 			`{"role": "primary", "state": "fenced"}`,
 			Snapshot{Role: "primary", State: "fenced", Fenced: true}},
@@ -48,6 +51,9 @@ func TestParseSQLRow(t *testing.T) {
 			got.PromotedAt, got.LastFailoverAt = got.PromotedAt.UTC(), got.LastFailoverAt.UTC()
 			if tt.want.PromotedAt.IsZero() {
 				got.PromotedAt, got.LastFailoverAt = time.Time{}, time.Time{}
+			}
+			if !got.PausedSince.IsZero() {
+				got.PausedSince = got.PausedSince.UTC()
 			}
 			tt.want.LastFailoverAt = tt.want.PromotedAt
 			assert.Equal(t, tt.want, got)

@@ -110,6 +110,12 @@ type Snapshot struct {
 	// yet: why a standby does not promote, or why a primary does not
 	// switch to asynchronous replication ("" when nothing holds it).
 	PromotionHeld string `json:"promotion_held,omitempty"`
+	// Paused is true while automatic failover is paused on this node
+	// (pg_keeper_pause()): the keeper neither promotes it nor switches
+	// synchronous replication; fencing and the write guard go on.
+	Paused bool `json:"paused"`
+	// PausedSince is when the pause began.
+	PausedSince time.Time `json:"paused_since,omitzero"`
 	// WorkerPID is the process ID of the keeper's background worker.
 	WorkerPID int `json:"worker_pid,omitempty"`
 	// ConfigError says what is wrong with the settings, if anything.
