@@ -93,7 +93,7 @@ func NewGatherer(nodes []string, opt GatherOptions) (*Gatherer, error) {
 	g := &Gatherer{opt: opt, now: time.Now}
 	seen := map[string]bool{}
 	for _, s := range nodes {
-		cfg, err := parseNode(s)
+		cfg, err := ParseNode(s, ApplicationName)
 		if err != nil {
 			return nil, err
 		}
@@ -118,9 +118,10 @@ func NodeName(host string, port uint16) string {
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }
 
-// parseNode parses one --node connection string without ever putting its
-// password into an error.
-func parseNode(s string) (*pgx.ConnConfig, error) {
+// ParseNode parses one --node connection string without ever putting its
+// password into an error; appName is the sessions' application_name
+// unless the string sets one.
+func ParseNode(s, appName string) (*pgx.ConnConfig, error) {
 	pc, err := conninfo.Parse(s)
 	if err != nil {
 		return nil, err
@@ -130,7 +131,7 @@ func parseNode(s string) (*pgx.ConnConfig, error) {
 			return nil, fmt.Errorf("connection string %q names several hosts: give each node its own --node", conninfo.Redact(s))
 		}
 	}
-	return pgsession.NewConnConfig(pc, ApplicationName)
+	return pgsession.NewConnConfig(pc, appName)
 }
 
 // Nodes returns the names of the nodes, in the order given.

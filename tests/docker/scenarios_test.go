@@ -352,3 +352,39 @@ func TestOldPrimaryRestarted(t *testing.T) {
 	record(t, result{scenario: "old primary restarted after a failover", writable: w.report(fault).firstNode2.Sub(fault),
 		overlap: r.overlap(), note: fmt.Sprintf("node1 fenced (%s); it acknowledged %d writes", reason, r.node1After)})
 }
+
+// TestPauseHeldThroughACrash: both nodes paused with the command (run on
+// node2's host), the primary crashes: node2 stays a standby for twice the
+// failover bound; resumed, it takes over.
+func TestPauseHeldThroughACrash(t *testing.T) {
+	c := standard(t)
+	nodes := []string{"--node", "host=node1-repl user=postgres dbname=postgres", "--node", "host=node2-repl user=postgres dbname=postgres"}
+	out := docker(t, append([]string{"exec", c.container("node2"), "pg_keeper_go", "pause"}, nodes...)...)
+	require.Equal(t, "node1-repl:5432: paused\nnode2-repl:5432: paused\n", out)
+	eventually(t, 10*time.Second, 100*time.Millisecond, func() (bool, string) {
+		out, err := c.tryPsql("node2", "postgres", "select paused from pg_keeper_status()")
+		return err == nil && out == "t", fmt.Sprintf("node2 paused: %q %v", out, err)
+	})
+	w := c.startWriter()
+	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return w.report(time.Time{}).node1After > 0, "the writer has not written to node1 yet"
+	})
+	fault := crash(t, c)
+	eventually(t, 2*bound+10*time.Second, 100*time.Millisecond, func() (bool, string) {
+		out, err := c.tryPsql("node2", "postgres", "select role || '/' || state from pg_keeper_status()")
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(out, "standby/"), "paused node2 left the standby role: %s", out)
+		return time.Since(fault) >= 2*bound, ""
+	})
+	assert.Equal(t, "standby/held", c.psql("node2", "postgres", "select role || '/' || state from pg_keeper_status()"))
+	assert.Zero(t, w.report(fault).node2, "writes acknowledged by the paused node2")
+
+	out = docker(t, "exec", c.container("node2"), "pg_keeper_go", "resume", "--node", "host=node2-repl user=postgres dbname=postgres")
+	require.Equal(t, "node2-repl:5432: resumed\n", out)
+	resumed := time.Now()
+	took := waitNode2Writable(t, w, resumed, bound+leaseMargin)
+	c.waitState("node2", "primary", "alone", 10*time.Second)
+	r := w.report(fault)
+	record(t, result{scenario: "pause held through a crash of the primary, then resume", overlap: r.overlap(),
+		note: fmt.Sprintf("no promotion while paused (%s watched); node2 writable %s after resume", 2*bound, took.Round(10*time.Millisecond))})
+}

@@ -3,10 +3,13 @@
 //
 //	pg_keeper_go status --node CONNINFO --node CONNINFO [--json]
 //	pg_keeper_go watch  --node CONNINFO --node CONNINFO --file app.yaml --set database.host={{.Host}} [--command CMD]
+//	pg_keeper_go pause  --node CONNINFO --node CONNINFO
+//	pg_keeper_go resume --node CONNINFO --node CONNINFO
 //	pg_keeper_go fsm
 //
 // status shows both nodes of a pair, watch keeps an application's YAML
-// configuration pointing at the current primary, fsm prints the keeper's
+// configuration pointing at the current primary, pause and resume stop
+// and restart automatic failover for maintenance, fsm prints the keeper's
 // state machine.  Every command has --help; docs/cli.md has the details.
 // Exit codes: 0 success, 1 error, 2 usage, 3 no primary, 4 ambiguous
 // primary.
@@ -42,11 +45,14 @@ const exitCodesHelp = `Exit codes:
 
 const mainUsage = `Usage: pg_keeper_go COMMAND [FLAGS]
 
-pg_keeper_go finds the primary of a pg_keeper_go pair from outside.
+pg_keeper_go finds the primary of a pg_keeper_go pair from outside, and pauses
+its automatic failover for maintenance.
 
 Commands:
   status   show both nodes: role, timeline, WAL position, lag, last failover, keeper state
   watch    keep a YAML configuration file pointing at the primary, and run a command on a change
+  pause    stop automatic failover on both nodes (maintenance), across restarts
+  resume   end the pause: the keepers act on what they see
   fsm      print the keeper's state machine as a Mermaid diagram
   help     show this help, or a command's help: pg_keeper_go help watch
 
@@ -62,6 +68,8 @@ type subcommand struct {
 var commands = map[string]subcommand{
 	"status": {runStatus},
 	"watch":  {runWatch},
+	"pause":  {runPause},
+	"resume": {runResume},
 	"fsm":    {runFSM},
 }
 

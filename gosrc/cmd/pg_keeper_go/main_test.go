@@ -42,7 +42,9 @@ func TestEveryCommandHasHelpWithItsFlagsAndExitCodes(t *testing.T) {
 		"status": {"--node CONNINFO", "--json", "--timeout duration", "--failover-log-database string", "--failover-log-table string"},
 		"watch": {"--node CONNINFO", "--file string", "--set KEY=TEMPLATE", "--command string", "--command-timeout duration",
 			"--interval duration", "--timeout duration", "--once", "--log-level string", "--log-format string"},
-		"fsm": nil,
+		"pause":  {"--node CONNINFO", "--timeout duration"},
+		"resume": {"--node CONNINFO", "--timeout duration"},
+		"fsm":    nil,
 	} {
 		for _, args := range [][]string{{cmd, "--help"}, {cmd, "-h"}, {"help", cmd}, {cmd, "--node", "x", "--help"}} {
 			code, out, errOut := runCLI(t, args...)
@@ -201,4 +203,23 @@ func TestExitCodesFollowTheDecision(t *testing.T) {
 	assert.Equal(t, exitAmbiguous, stepCode(ambiguous))
 	assert.Equal(t, exitError, stepCode(&command.Error{}))
 	assert.Equal(t, exitError, stepCode(fmt.Errorf("app.yaml: %w", os.ErrPermission)))
+}
+
+func TestPauseNamesTheNodeItCouldNotPauseWithAHint(t *testing.T) {
+	code, _, errOut := runCLI(t, "pause")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "give every node of the pair with --node")
+
+	node := closedPort(t)
+	code, out, errOut := runCLI(t, "pause", "--node", node, "--timeout", "2s")
+	assert.Equal(t, exitError, code)
+	assert.Regexp(t, `^127\.0\.0\.1:\d+: failed\n$`, out)
+	assert.Contains(t, errOut, "pg_keeper_pause()")
+	assert.Contains(t, errOut, "hint: Check that the node runs")
+	assert.Contains(t, errOut, "a standby that is not paused still fails over")
+	assert.NotContains(t, errOut, "S3cretPw")
+
+	code, _, errOut = runCLI(t, "resume", "--node", node, "--node", node)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "is given twice")
 }

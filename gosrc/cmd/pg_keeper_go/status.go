@@ -204,6 +204,9 @@ func keeperText(f watch.NodeFacts) string {
 	} else if k.Guard != "" {
 		s += ", guard " + k.Guard
 	}
+	if k.Paused {
+		s += ", paused"
+	}
 	if k.ConfigError != "" {
 		s += ", misconfigured"
 	}
