@@ -312,7 +312,7 @@ func (k *Keeper) restoreSync(fsm.Decision) error {
 }
 
 // fenceHint tells the operator how to bring a fenced node back.
-const fenceHint = "Rebuild this node as a standby of the new primary (pg_rewind, or a fresh pg_basebackup) and start it with standby.signal; see the README, \"Bringing a fenced node back\"."
+const fenceHint = "Make it a standby of the new primary: on this host, as the data directory's owner, run pg_keeper_go rejoin --pgdata DATADIR --primary 'host=NEW_PRIMARY user=postgres dbname=postgres' (README, \"Bringing a fenced node back\")."
 
 // fence makes this primary refuse connections and writes, persists it, and
 // ends the sessions of ordinary clients.

@@ -43,6 +43,9 @@ func SetPause(ctx context.Context, nodes []string, pause bool) ([]PauseResult, e
 	names := make([]string, len(nodes))
 	seen := map[string]bool{}
 	for i, s := range nodes {
+		if err := refusePassword(s); err != nil {
+			return nil, err
+		}
 		cfg, err := watch.ParseNode(s, ApplicationName)
 		if err != nil {
 			return nil, err
@@ -76,6 +79,15 @@ func SetPause(ctx context.Context, nodes []string, pause bool) ([]PauseResult, e
 	}
 	wg.Wait()
 	return out, nil
+}
+
+// refusePassword refuses a connection string that holds a password: a
+// command line shows in ps.
+func refusePassword(s string) error {
+	if conninfo.Redact(s) != s {
+		return fmt.Errorf("the connection string %q holds a password: put it in ~/.pgpass or PGPASSWORD (a command line shows in ps)", conninfo.Redact(s))
+	}
+	return nil
 }
 
 // pauseHint says what to do about an error of pg_keeper_pause() or

@@ -360,7 +360,7 @@ func TestPauseHeldThroughACrash(t *testing.T) {
 	c := standard(t)
 	nodes := []string{"--node", "host=node1-repl user=postgres dbname=postgres", "--node", "host=node2-repl user=postgres dbname=postgres"}
 	out := docker(t, append([]string{"exec", c.container("node2"), "pg_keeper_go", "pause"}, nodes...)...)
-	require.Equal(t, "node1-repl:5432: paused\nnode2-repl:5432: paused\n", out)
+	require.Equal(t, "node1-repl:5432: paused\nnode2-repl:5432: paused", out)
 	eventually(t, 10*time.Second, 100*time.Millisecond, func() (bool, string) {
 		out, err := c.tryPsql("node2", "postgres", "select paused from pg_keeper_status()")
 		return err == nil && out == "t", fmt.Sprintf("node2 paused: %q %v", out, err)
@@ -380,7 +380,7 @@ func TestPauseHeldThroughACrash(t *testing.T) {
 	assert.Zero(t, w.report(fault).node2, "writes acknowledged by the paused node2")
 
 	out = docker(t, "exec", c.container("node2"), "pg_keeper_go", "resume", "--node", "host=node2-repl user=postgres dbname=postgres")
-	require.Equal(t, "node2-repl:5432: resumed\n", out)
+	require.Equal(t, "node2-repl:5432: resumed", out)
 	resumed := time.Now()
 	took := waitNode2Writable(t, w, resumed, bound+leaseMargin)
 	c.waitState("node2", "primary", "alone", 10*time.Second)

@@ -162,20 +162,42 @@ func appendFile(path, text string) error {
 // run executes a PostgreSQL program as the unprivileged user with an explicit
 // environment and returns its combined output, included in the error too.
 func (n *Node) run(timeout time.Duration, prog string, args ...string) (string, error) {
+	return n.RunProgram(timeout, filepath.Join(n.install.BinDir, prog), nil, args...)
+}
+
+// RunProgram runs prog (a path the unprivileged user may execute) as that
+// user, in n.Dir, with PATH on PostgreSQL's bindir, HOME at n.Dir and env
+// added, and returns its combined output (in the error too).
+func (n *Node) RunProgram(timeout time.Duration, prog string, env []string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(n.install.BinDir, prog), args...)
+	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Dir = n.Dir
-	cmd.Env = []string{"PATH=" + n.install.BinDir + ":/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + n.Dir}
+	cmd.Env = append([]string{"PATH=" + n.install.BinDir + ":/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + n.Dir}, env...)
 	cmd.WaitDelay = 5 * time.Second
 	if n.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: n.cred}
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("pgtest: %s: %s %s: %w\n%s", n.Name, prog, strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("pgtest: %s: %s %s: %w\n%s", n.Name, filepath.Base(prog), strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// StartCommand is the shell command that starts n as Start does, for a
+// program that starts the node itself.
+func (n *Node) StartCommand() string {
+	return fmt.Sprintf("%s start -w -t 30 -D %s -l %s", filepath.Join(n.install.BinDir, "pg_ctl"), Quote(n.DataDir), Quote(n.LogFile))
+}
+
+// Own gives path (a file or a directory, not recursively) to the
+// unprivileged user.
+func (n *Node) Own(path string) error {
+	if n.cred == nil {
+		return nil
+	}
+	return os.Chown(path, int(n.cred.Uid), int(n.cred.Gid))
 }
 
 // ConnString returns a libpq connection string for dbname as user postgres over TCP.

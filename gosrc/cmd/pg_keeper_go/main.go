@@ -5,12 +5,14 @@
 //	pg_keeper_go watch  --node CONNINFO --node CONNINFO --file app.yaml --set database.host={{.Host}} [--command CMD]
 //	pg_keeper_go pause  --node CONNINFO --node CONNINFO
 //	pg_keeper_go resume --node CONNINFO --node CONNINFO
+//	pg_keeper_go rejoin --pgdata DIR --primary CONNINFO [--basebackup] [--dry-run]
 //	pg_keeper_go fsm
 //
 // status shows both nodes of a pair, watch keeps an application's YAML
 // configuration pointing at the current primary, pause and resume stop
-// and restart automatic failover for maintenance, fsm prints the keeper's
-// state machine.  Every command has --help; docs/cli.md has the details.
+// and restart automatic failover for maintenance, rejoin makes an old
+// primary the standby of the new one, fsm prints the keeper's state
+// machine.  Every command has --help; docs/cli.md has the details.
 // Exit codes: 0 success, 1 error, 2 usage, 3 no primary, 4 ambiguous
 // primary.
 package main
@@ -45,14 +47,16 @@ const exitCodesHelp = `Exit codes:
 
 const mainUsage = `Usage: pg_keeper_go COMMAND [FLAGS]
 
-pg_keeper_go finds the primary of a pg_keeper_go pair from outside, and pauses
-its automatic failover for maintenance.
+pg_keeper_go finds the primary of a pg_keeper_go pair from outside, pauses its
+automatic failover for maintenance, and brings an old primary back as the
+standby.
 
 Commands:
   status   show both nodes: role, timeline, WAL position, lag, last failover, keeper state
   watch    keep a YAML configuration file pointing at the primary, and run a command on a change
   pause    stop automatic failover on both nodes (maintenance), across restarts
   resume   end the pause: the keepers act on what they see
+  rejoin   make this host's node (an old primary) a streaming standby of the current primary
   fsm      print the keeper's state machine as a Mermaid diagram
   help     show this help, or a command's help: pg_keeper_go help watch
 
@@ -70,6 +74,7 @@ var commands = map[string]subcommand{
 	"watch":  {runWatch},
 	"pause":  {runPause},
 	"resume": {runResume},
+	"rejoin": {runRejoin},
 	"fsm":    {runFSM},
 }
 
