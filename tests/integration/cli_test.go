@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,7 +45,7 @@ type cliPair struct {
 func startCLIPair(t *testing.T) *cliPair {
 	t.Helper()
 	in := pgtest.Require(t, false)
-	p := &cliPair{install: in, bin: buildCLI(t)}
+	p := &cliPair{install: in, bin: pgtest.BuildCLI(t)}
 	p.primary = in.NewPrimary(t, "primary", nil)
 	script, err := filepath.Abs(filepath.Join("..", "..", "sql", "pg_state.sql"))
 	require.NoError(t, err)
@@ -57,25 +56,6 @@ func startCLIPair(t *testing.T) *cliPair {
 	require.NoError(t, err, "psql -f %s: %s", script, out)
 	p.standby = in.NewStandby(t, "standby", p.primary, nil)
 	return p
-}
-
-// buildCLI builds gosrc/cmd/pg_keeper_go into a temporary directory.
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Skipf("the go command is needed to build pg_keeper_go: %v", err)
-		}
-	}
-	bin := filepath.Join(t.TempDir(), "pg_keeper_go")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/pg-keeper-go/pg_keeper_go/gosrc/cmd/pg_keeper_go")
-	cmd.Dir = filepath.Join("..", "..")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
 }
 
 // node returns n's connection string for the command, with a password.

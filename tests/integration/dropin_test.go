@@ -5,6 +5,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
 )
@@ -37,7 +39,7 @@ var missingFunctionErrors = regexp.MustCompile(`ERROR:.*function .*pg_keeper_(he
 // then work, and neither server logs an error at any check.
 func TestTheUsersConfigurationGetsLeasesWithoutCreateExtension(t *testing.T) {
 	p := startDropInPair(t, nil)
-	p.primary.WaitLog(t, `created the extension pg_keeper_go 1.2 in database "postgres"`, 15*time.Second)
+	p.primary.WaitLog(t, `created the extension pg_keeper_go `+extensionVersion(t)+` in database "postgres"`, 15*time.Second)
 	p.waitState(t, p.primary, "primary", "connected", 15*time.Second)
 	p.waitState(t, p.standby, "standby", "connected", 15*time.Second)
 	p.waitLeasedWithTheCurrentExtension(t)
@@ -54,15 +56,15 @@ func TestTheUsersConfigurationGetsLeasesWithoutCreateExtension(t *testing.T) {
 
 // TestAnOlderExtensionIsUpdatedAndItsGrantsCountMeanwhile: a pair whose
 // extension is 1.1 (grants that say neither length nor cluster) is leased
-// through the old grant, then the keeper updates the extension to 1.2 and
-// asks with the new one.
+// through the old grant, then the keeper updates the extension to the
+// current version and asks with the new one.
 func TestAnOlderExtensionIsUpdatedAndItsGrantsCountMeanwhile(t *testing.T) {
 	in := pgtest.Require(t, true)
 	p := &pair{install: in}
 	p.primary, p.standby = in.NewKeeperPair(t, keeperConf(nil), func(primary *pgtest.Node) {
 		primary.Exec(t, "postgres", "create extension pg_keeper_go version '1.1'")
 	})
-	p.primary.WaitLog(t, `updated the extension pg_keeper_go from 1.1 to 1.2 in database "postgres"`, 15*time.Second)
+	p.primary.WaitLog(t, `updated the extension pg_keeper_go from 1.1 to `+extensionVersion(t)+` in database "postgres"`, 15*time.Second)
 	p.waitLeasedWithTheCurrentExtension(t)
 	waitGoodChecks(t, p.primary, 3)
 	assert.Empty(t, missingFunctionErrors.FindAllString(p.standby.Log(), -1), "the standby's log")
@@ -102,7 +104,7 @@ func TestWithCreateExtensionOffTheKeeperSaysOnceWhatIsMissing(t *testing.T) {
 
 // waitLeasedWithTheCurrentExtension waits until the primary writes under
 // the standby's lease and the standby has the extension at its current
-// version (1.2).
+// version.
 func (p *pair) waitLeasedWithTheCurrentExtension(t *testing.T) {
 	t.Helper()
 	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
@@ -111,7 +113,7 @@ func (p *pair) waitLeasedWithTheCurrentExtension(t *testing.T) {
 	})
 	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
 		v, err := p.standby.TryQueryString(t.Context(), "postgres", "select extversion from pg_extension where extname = 'pg_keeper_go'")
-		return err == nil && v == "1.2", fmt.Sprintf("the standby's extension: %q %v", v, err)
+		return err == nil && v == extensionVersion(t), fmt.Sprintf("the standby's extension: %q %v", v, err)
 	})
 }
 
@@ -128,4 +130,15 @@ func waitGoodChecks(t *testing.T, node *pgtest.Node, n int) {
 		}
 		return seen >= n, fmt.Sprintf("%s: %d of %d good checks seen (%v)", node.Name, seen, n, err)
 	})
+}
+
+// extensionVersion is the extension's current version, the control
+// file's default_version.
+func extensionVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "pg_keeper_go.control"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^default_version = '([0-9.]+)'`).FindSubmatch(b)
+	require.Len(t, m, 2, "default_version in pg_keeper_go.control")
+	return string(m[1])
 }

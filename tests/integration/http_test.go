@@ -199,7 +199,7 @@ func cliBinary(t *testing.T, in *pgtest.Install) string {
 		return bin
 	}
 	t.Logf("%s not installed (make install): building the command", bin)
-	return buildCLI(t)
+	return pgtest.BuildCLI(t)
 }
 
 func TestKeeperFailoverSeenByTheHTTPAPIAndByWatch(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 // restarts the old primary, still paused: it is fenced all the same.
 func TestAPauseHoldsFailoverThroughRestartsUntilResumed(t *testing.T) {
 	p := startPair(t, nil)
-	bin := buildCLI(t)
+	bin := pgtest.BuildCLI(t)
 	nodes := []string{"--node", p.primary.ConnString("postgres"), "--node", p.standby.ConnString("postgres")}
 	cli := func(args ...string) (int, string) {
 		t.Helper()

@@ -1,10 +1,7 @@
 package integration
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,23 +18,10 @@ import (
 // node's host, naming primary, and returns the exit code and the output.
 func rejoinCLI(t *testing.T, p *pair, bin string, node, primary *pgtest.Node, extra ...string) (int, string) {
 	t.Helper()
-	own := filepath.Join(node.Dir, "pg_keeper_go")
-	if _, err := os.Stat(own); err != nil {
-		b, err := os.ReadFile(bin)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(own, b, 0o755))
-		require.NoError(t, node.Own(own))
-	}
 	args := append([]string{"rejoin", "--pgdata", node.DataDir, "--bindir", p.install.BinDir,
 		"--primary", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres", primary.Port),
 		"--start-command", node.StartCommand()}, extra...)
-	out, err := node.RunProgram(5*time.Minute, own, nil, args...)
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), out
-	}
-	require.NoError(t, err, out)
-	return 0, out
+	return node.RunOwnCLI(t, bin, 5*time.Minute, args...)
 }
 
 // waitRejoined waits until old streams from primary as a standby its
@@ -64,7 +48,7 @@ func waitRejoined(t *testing.T, p *pair, old, primary *pgtest.Node) {
 // failover in the other direction works.
 func TestRejoinAfterACrashByPgRewindThenFailBack(t *testing.T) {
 	p := startPair(t, map[string]string{"wal_log_hints": "on"})
-	bin := buildCLI(t)
+	bin := pgtest.BuildCLI(t)
 	p.primary.Exec(t, "postgres", "create table rejoin_t (id int)")
 	p.primary.Exec(t, "postgres", "insert into rejoin_t select generate_series(1, 1000)")
 	fault := time.Now()
@@ -103,7 +87,7 @@ func TestRejoinAfterACrashByPgRewindThenFailBack(t *testing.T) {
 // directory, and the node streams.
 func TestRejoinOfAFencedFrozenPrimaryNeedsARewindOrABaseBackup(t *testing.T) {
 	p := startPair(t, nil)
-	bin := buildCLI(t)
+	bin := pgtest.BuildCLI(t)
 	p.primary.Exec(t, "postgres", "create table rejoin_t (id int)")
 	fault := time.Now()
 	p.primary.Pause(t)
@@ -139,7 +123,7 @@ func TestRejoinOfAFencedFrozenPrimaryNeedsARewindOrABaseBackup(t *testing.T) {
 // settings.
 func TestRejoinAfterACleanShutdownNeedsOnlyTheStandbySettings(t *testing.T) {
 	p := startPair(t, nil)
-	bin := buildCLI(t)
+	bin := pgtest.BuildCLI(t)
 	p.primary.Exec(t, "postgres", "create table rejoin_t (id int)")
 	fault := time.Now()
 	p.primary.StopOrFail(t, "fast")
