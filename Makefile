@@ -45,7 +45,7 @@ endif
 
 EXTENSION  = pg_keeper_go
 MODULE_big = pg_keeper_go
-OBJS       = extension/init.o extension/guard.o extension/host.o extension/worker.o extension/sql.o extension/pause.o
+OBJS       = extension/init.o extension/guard.o extension/host.o extension/worker.o extension/sql.o extension/pause.o extension/switchover.o
 DATA       = sql/pg_keeper_go--1.0.sql sql/pg_keeper_go--1.1.sql \
              sql/pg_keeper_go--1.0--1.1.sql sql/pg_keeper_go--1.1--1.2.sql \
              sql/pg_keeper_go--1.2--1.3.sql sql/pg_state.sql \

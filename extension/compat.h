@@ -181,4 +181,20 @@ pgk_guc_is_set(const char *name)
 #endif
 }
 
+/* The WAL flushed so far; GetFlushRecPtr() takes the timeline from 15. */
+static inline XLogRecPtr
+pgk_flush_rec_ptr(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return GetFlushRecPtr(NULL);
+#else
+	return GetFlushRecPtr();
+#endif
+}
+
+/* LSN_FORMAT_ARGS came in 14. */
+#ifndef LSN_FORMAT_ARGS
+#define LSN_FORMAT_ARGS(lsn) ((uint32) ((lsn) >> 32)), ((uint32) (lsn))
+#endif
+
 #endif							/* PG_KEEPER_GO_COMPAT_H */

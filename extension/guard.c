@@ -74,7 +74,8 @@ pgk_read_guard(char *reason, size_t len)
 /*
  * Set the guard: mode is a PGK_GUARD_* value; lease_until_ns is the
  * CLOCK_BOOTTIME deadline of a LEASED guard (ignored otherwise); reason is
- * copied.  Returns -1 for an unknown mode, 0 otherwise.
+ * copied.  Returns -1 for an unknown mode, -2 while pg_keeper_demote() keeps
+ * the guard closed (only a fence passes), 0 otherwise.
  */
 int
 pgk_guard_set_mode(int mode, int64 lease_until_ns, const char *reason)
@@ -97,6 +98,12 @@ pgk_guard_set_mode(int mode, int64 lease_until_ns, const char *reason)
 			return -1;
 	}
 	SpinLockAcquire(&pgk_shared->mutex);
+	if (pgk_shared->demoting && mode != PGK_GUARD_FENCED)
+	{
+		/* pg_keeper_demote() keeps the guard closed (switchover.c). */
+		SpinLockRelease(&pgk_shared->mutex);
+		return -2;
+	}
 	pgk_shared->guard_mode = mode;
 	strlcpy(pgk_shared->guard_reason, reason ? reason : "", sizeof(pgk_shared->guard_reason));
 	pg_atomic_write_u64(&pgk_shared->commit_until, until);

@@ -191,6 +191,22 @@ pgk_get_env(const char *name, char *buf, size_t buflen)
 		snprintf(bindir, sizeof(bindir), INT64_FORMAT, since);
 		value = bindir;
 	}
+	else if (strcmp(name, "switchover_requested") == 0)
+	{
+		/* Unix epoch microseconds of pg_keeper_switchover_promote(). */
+		int64		at = 0;
+
+		if (pgk_shared != NULL)
+		{
+			SpinLockAcquire(&pgk_shared->mutex);
+			at = pgk_shared->switchover_requested_us;
+			SpinLockRelease(&pgk_shared->mutex);
+		}
+		if (at == 0)
+			return -1;
+		snprintf(bindir, sizeof(bindir), INT64_FORMAT, at);
+		value = bindir;
+	}
 	else if (strcmp(name, "session_token") == 0)
 	{
 		if (pgk_shared == NULL || pgk_shared->session_token[0] == '\0')

@@ -49,6 +49,10 @@ typedef struct PgKeeperShared
 									 * standby promised not to promote, or 0 */
 	int64		paused_since_us;	/* automatic failover paused since (Unix
 									 * epoch us), 0 when it is not paused */
+	bool		demoting;		/* pg_keeper_demote() runs: the guard stays
+								 * closed (switchover.c) */
+	int64		switchover_requested_us;	/* pg_keeper_switchover_promote()
+											 * asked at (Unix epoch us), or 0 */
 } PgKeeperShared;
 
 /*

@@ -57,3 +57,25 @@ COMMENT ON FUNCTION pg_keeper_resume() IS
 'ends the maintenance pause of pg_keeper_pause() on this node: the keeper acts on what it then sees; true when it was paused';
 
 REVOKE ALL ON FUNCTION pg_keeper_resume() FROM PUBLIC;
+
+-- the planned switchover (pg_keeper_go switchover): the primary's step and
+-- the standby's
+CREATE FUNCTION pg_keeper_demote(wait_ms integer DEFAULT 10000)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pg_keeper_demote'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION pg_keeper_demote(integer) IS
+'switchover: closes the write guard, waits up to wait_ms until a standby flushed all WAL, writes standby.signal and reinitializes the server in place so that it restarts as a standby of primary_conninfo; returns only with an error';
+
+REVOKE ALL ON FUNCTION pg_keeper_demote(integer) FROM PUBLIC;
+
+CREATE FUNCTION pg_keeper_switchover_promote()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'pg_keeper_switchover_promote'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION pg_keeper_switchover_promote() IS
+'switchover: asks this standby''s keeper to promote it once its check finds the primary in recovery (the request lasts a minute)';
+
+REVOKE ALL ON FUNCTION pg_keeper_switchover_promote() FROM PUBLIC;

@@ -58,6 +58,8 @@ SELECT pg_keeper_grant_lease();
 SELECT pg_keeper_grant_lease(4000, 1, 1);
 SELECT pg_keeper_pause();
 SELECT pg_keeper_resume();
+SELECT pg_keeper_demote();
+SELECT pg_keeper_switchover_promote();
 -- (the wording of this error changed in 16; its SQLSTATE did not)
 DO $$
 BEGIN
@@ -86,6 +88,13 @@ SELECT pg_keeper_resume();
 SELECT pg_keeper_resume();
 SELECT paused, paused_since FROM pg_keeper_status();
 SELECT pg_stat_file('pg_keeper_go.paused', true) IS NULL AS pause_file_removed;
+
+-- the switchover's steps refuse where they do not apply: a primary is
+-- not a standby to promote; a demotion needs primary_conninfo and a
+-- sensible wait
+SELECT pg_keeper_switchover_promote();
+SELECT pg_keeper_demote(-1);
+SELECT pg_keeper_demote(0);
 
 -- the failover_log script, twice (it is idempotent)
 \i sql/pg_state.sql
