@@ -203,10 +203,13 @@ func (h cHost) WALPosition() (uint64, uint32, error) {
 func (h cHost) SetGuard(mode host.GuardMode, until time.Duration, reason string) error {
 	cr := cString(reason)
 	defer C.free(unsafe.Pointer(cr))
-	if C.pgk_set_guard(h.h, C.int(mode), C.int64_t(until), cr) != 0 {
-		return fmt.Errorf("set guard: invalid mode %d", int(mode))
+	switch C.pgk_set_guard(h.h, C.int(mode), C.int64_t(until), cr) {
+	case 0:
+		return nil
+	case -2:
+		return errors.New("a switchover is making this node a standby: the guard stays closed")
 	}
-	return nil
+	return fmt.Errorf("set guard: invalid mode %d", int(mode))
 }
 
 func (h cHost) LeaseGrants(op host.GrantOp) (time.Duration, error) {

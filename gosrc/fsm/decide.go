@@ -36,6 +36,10 @@ type Observation struct {
 	SyncConfigured bool          // synchronous_standby_names is not empty
 	SwitchedAsync  bool          // the keeper switched synchronous replication off
 	Paused         bool          // automatic failover is paused on this node (pg_keeper_pause())
+	// SwitchoverRequested: pg_keeper_switchover_promote() asked this
+	// standby to promote once its primary is a standby (a switchover
+	// demoted it), within the last minute.
+	SwitchoverRequested bool
 
 	// Carried over from the last Decision (and, for Fenced and Armed,
 	// from the state file across restarts).
@@ -94,6 +98,9 @@ type Decision struct {
 	// guard is left as it is.
 	Guard       host.GuardMode
 	GuardReason string
+	// Why, when set, says why this transition is taken better than its
+	// table row (a switchover's promotion).
+	Why string
 }
 
 // Decide returns what the keeper should do with what it knows.  It is
@@ -105,6 +112,9 @@ func Decide(o Observation) Decision {
 		d.Guard, d.GuardReason = primaryGuard(o, d)
 	}
 	d.State, d.Hold, d.RecheckIn = decideState(o, d)
+	if o.InRecovery && d.State == StandbyPromoting && o.Current != StandbyPromoting && switchover(o) {
+		d.Why = WhySwitchover
+	}
 	if o.InRecovery && d.State == StandbyPromoting && o.Current != StandbyPromoting {
 		d.Guard, d.GuardReason = promotedGuard(o)
 	}
@@ -127,6 +137,8 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 		case o.Current.Role() != "standby" || !o.EverConnected,
 			o.Current == StandbyConnecting && o.Failures > 0:
 			return StandbyConnecting, "", 0 // armed only by a good check
+		case switchover(o):
+			return StandbyPromoting, "", 0
 		case o.Failures >= o.Threshold:
 			if hold, after := PromotionHold(o); hold != "" {
 				return StandbyHeld, hold, after
@@ -186,6 +198,16 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 		return PrimaryFailing, "", 0
 	}
 	return PrimaryConnected, "", 0
+}
+
+// WhySwitchover is why a switchover promotes a standby.
+const WhySwitchover = "switchover: pg_keeper_switchover_promote() asked for this node and the primary answered from recovery (it cannot write)"
+
+// switchover reports whether a switchover's promotion may go ahead: it was
+// asked for, the old primary answered the last check from recovery, and
+// the node is not paused.
+func switchover(o Observation) bool {
+	return o.SwitchoverRequested && o.PartnerAnswered && o.PartnerInRecovery && !o.Paused && o.Current != StandbyConnecting
 }
 
 // clusterError compares the partner's identity with this node's: a

@@ -125,6 +125,22 @@ func TestDecide(t *testing.T) {
 		{"a paused primary does not restore sync when the standby is back", func(o *Observation) {
 			o.Current, o.SwitchedAsync, o.Paused = PrimaryAsync, true, true
 		}, PrimaryAsync},
+		{"a switchover promotes a connected standby whose primary answers from recovery", func(o *Observation) {
+			standby(o)
+			o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.PartnerInRecovery, o.PartnerSystemID = StandbyConnected, true, true, true, 1
+		}, StandbyPromoting},
+		{"a switchover waits while the primary is still a primary", func(o *Observation) {
+			standby(o)
+			o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.PartnerSystemID = StandbyConnected, true, true, 1
+		}, StandbyConnected},
+		{"a switchover waits for an answer from the old primary", func(o *Observation) {
+			standby(o)
+			o.Current, o.SwitchoverRequested, o.Failures = StandbyConnected, true, 1
+		}, StandbyFailing},
+		{"a paused standby does not switch over", func(o *Observation) {
+			standby(o)
+			o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.PartnerInRecovery, o.PartnerSystemID, o.Paused = StandbyConnected, true, true, true, 1, true
+		}, StandbyConnected},
 		{"a paused primary is still fenced", func(o *Observation) {
 			o.Current, o.PartnerAnswered, o.PartnerSystemID, o.PartnerTimeline, o.Paused = PrimaryConnected, true, 1, 2, true
 		}, PrimaryFenced},
@@ -357,4 +373,15 @@ func TestDocsShowTheCurrentTable(t *testing.T) {
 		return
 	}
 	assert.Equal(t, Mermaid(), current, "docs/state-machine.md is stale: go test ./gosrc/fsm -run TestDocs -update")
+}
+
+func TestASwitchoverSaysWhyItPromotes(t *testing.T) {
+	o := base()
+	standby(&o)
+	o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.PartnerInRecovery, o.PartnerSystemID = StandbyConnected, true, true, true, 1
+	d := Decide(o)
+	assert.Equal(t, StandbyPromoting, d.State)
+	assert.Equal(t, WhySwitchover, d.Why)
+	o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.Failures = StandbyFailing, false, false, 3
+	assert.Empty(t, Decide(o).Why, "a failover's why is the table's")
 }

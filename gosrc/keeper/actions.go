@@ -52,7 +52,11 @@ func (k *Keeper) transition(d fsm.Decision) bool {
 	if !ok {
 		t = fsm.Transition{From: k.state, To: d.State, Why: "no such transition in the table (a bug)"}
 	}
-	msg := fmt.Sprintf("pg_keeper_go: transition from %q to %q: %s", k.state, d.State, t.Why)
+	why := t.Why
+	if d.Why != "" {
+		why = d.Why
+	}
+	msg := fmt.Sprintf("pg_keeper_go: transition from %q to %q: %s", k.state, d.State, why)
 	if f := k.facts(); f != "" && d.State != fsm.Misconfigured {
 		msg += " (" + f + ")"
 	}
@@ -128,6 +132,7 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	k.saveState()
 	k.promo.askedAt = time.Now()
 	k.promo.lsn = lsn
+	k.promo.switchover = d.Why == fsm.WhySwitchover
 	return nil
 }
 
@@ -147,6 +152,9 @@ func (k *Keeper) finishPromotion(fsm.Decision) error {
 		NewTimeline: tli,
 		PromoteLSN:  k.promo.lsn,
 		Reason:      fmt.Sprintf("%d of %d checks of the primary failed; last: %s", k.obs.Failures, k.settings.KeepaliveCount, k.history.lastReason),
+	}
+	if k.promo.switchover {
+		rec.Reason = "switchover: the operator moved the primary here (pg_keeper_go switchover); the old primary is a standby"
 	}
 	local, err := k.deps.NewNode(k.settings)
 	if err != nil {

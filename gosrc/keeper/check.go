@@ -235,6 +235,7 @@ func (k *Keeper) observe(inRecovery bool) fsm.Observation {
 	o.Now = host.Boottime()
 	o.SwitchedAsync = k.sync != nil
 	o.Paused = k.readPause()
+	o.SwitchoverRequested = inRecovery && k.switchoverRequested()
 	o.PromiseUntil = 0
 	if inRecovery {
 		until, err := k.host.LeaseGrants(host.GrantsRead)

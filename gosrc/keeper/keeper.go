@@ -66,6 +66,8 @@ type Keeper struct {
 	// pausedSince is when automatic failover was paused on this node,
 	// zero when it is not (readPause).
 	pausedSince time.Time
+	// switchoverAt is the last switchover request seen (switchoverRequested).
+	switchoverAt time.Time
 	// witnessSeen: a standby's view of the primaries' renewals at the
 	// witness, by node (observeRenewals).
 	witnessSeen map[string]seenRenewal
@@ -119,11 +121,12 @@ type appliedGuard struct {
 
 // promotion is what the keeper remembers of its promotion of this node.
 type promotion struct {
-	askedAt   time.Time          // when Promote was called
-	lsn       uint64             // the last WAL position replayed before it
-	at        time.Time          // when recovery ended
-	failovers int                // promotions since the worker started
-	cancel    context.CancelFunc // stops finishing the last promotion (on shutdown)
+	askedAt    time.Time          // when Promote was called
+	lsn        uint64             // the last WAL position replayed before it
+	at         time.Time          // when recovery ended
+	failovers  int                // promotions since the worker started
+	switchover bool               // the last promotion was a switchover's
+	cancel     context.CancelFunc // stops finishing the last promotion (on shutdown)
 	// logChecked: the failover log has a row (the keeper wrote the
 	// initial primary, or found one); it is not read again this run.
 	logChecked bool
@@ -205,6 +208,9 @@ func (k *Keeper) Run() (code int) {
 // then connecting, then connected).
 func (k *Keeper) turn() {
 	inRecovery := k.host.InRecovery()
+	if inRecovery {
+		k.switchoverRequested() // a new request makes the check due now
+	}
 	if k.configErr == nil && k.state != fsm.StandbyPromoting && !time.Now().Before(k.sched.nextCheck) {
 		k.check(inRecovery)
 		if k.loop.shutdown {

@@ -3,7 +3,12 @@ package keeper
 import (
 	"strconv"
 	"time"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
 )
+
+// Files of the operator's requests: the pause (pg_keeper_pause()) and a
+// switchover's promotion (pg_keeper_switchover_promote()).
 
 // pausedTitle is added to the process title while automatic failover is
 // paused.
@@ -26,6 +31,33 @@ func (k *Keeper) readPause() bool {
 		k.setTitle()
 	}
 	return !since.IsZero()
+}
+
+// switchoverRequestLasts is how long pg_keeper_switchover_promote()'s
+// request holds: a switchover that did not demote the primary by then
+// has failed, and a late demotion must not promote this node.
+const switchoverRequestLasts = time.Minute
+
+// switchoverRequested reads pg_keeper_switchover_promote()'s request from
+// shared memory: true while it is less than a minute old.  A new request
+// brings the next check forward to now: the switchover waits for it.
+func (k *Keeper) switchoverRequested() bool {
+	v, ok := k.host.Env("switchover_requested")
+	if !ok {
+		return false
+	}
+	us, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return false
+	}
+	at := time.UnixMicro(us)
+	if !at.Equal(k.switchoverAt) {
+		k.switchoverAt = at
+		k.sched.nextCheck = time.Now()
+		k.host.Log(host.LevelInfo, "pg_keeper_go: switchover: promotion requested; checking the primary now", "", "")
+	}
+	age := time.Since(at)
+	return age >= -time.Second && age < switchoverRequestLasts
 }
 
 // setTitle shows the keeper's state in the process title, as pg_keeper
