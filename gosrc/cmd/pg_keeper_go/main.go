@@ -5,12 +5,14 @@
 //	pg_keeper_go watch  --node CONNINFO --node CONNINFO --file app.yaml --set database.host={{.Host}} [--command CMD]
 //	pg_keeper_go pause  --node CONNINFO --node CONNINFO
 //	pg_keeper_go resume --node CONNINFO --node CONNINFO
+//	pg_keeper_go switchover --node CONNINFO --node CONNINFO [--dry-run]
 //	pg_keeper_go rejoin --pgdata DIR --primary CONNINFO [--basebackup] [--dry-run]
 //	pg_keeper_go fsm
 //
 // status shows both nodes of a pair, watch keeps an application's YAML
 // configuration pointing at the current primary, pause and resume stop
-// and restart automatic failover for maintenance, rejoin makes an old
+// and restart automatic failover for maintenance, switchover moves the
+// primary to its standby on purpose, rejoin makes an old
 // primary the standby of the new one, fsm prints the keeper's state
 // machine.  Every command has --help; docs/cli.md has the details.
 // Exit codes: 0 success, 1 error, 2 usage, 3 no primary, 4 ambiguous
@@ -48,17 +50,18 @@ const exitCodesHelp = `Exit codes:
 const mainUsage = `Usage: pg_keeper_go COMMAND [FLAGS]
 
 pg_keeper_go finds the primary of a pg_keeper_go pair from outside, pauses its
-automatic failover for maintenance, and brings an old primary back as the
-standby.
+automatic failover for maintenance, switches the primary over on purpose, and
+brings an old primary back as the standby.
 
 Commands:
-  status   show both nodes: role, timeline, WAL position, lag, last failover, keeper state
-  watch    keep a YAML configuration file pointing at the primary, and run a command on a change
-  pause    stop automatic failover on both nodes (maintenance), across restarts
-  resume   end the pause: the keepers act on what they see
-  rejoin   make this host's node (an old primary) a streaming standby of the current primary
-  fsm      print the keeper's state machine as a Mermaid diagram
-  help     show this help, or a command's help: pg_keeper_go help watch
+  status      show both nodes: role, timeline, WAL position, lag, last failover, keeper state
+  watch       keep a YAML configuration file pointing at the primary, and run a command on a change
+  pause       stop automatic failover on both nodes (maintenance), across restarts
+  resume      end the pause: the keepers act on what they see
+  switchover  move the primary to its standby with no write lost; the old primary follows it
+  rejoin      make this host's node (an old primary) a streaming standby of the current primary
+  fsm         print the keeper's state machine as a Mermaid diagram
+  help        show this help, or a command's help: pg_keeper_go help watch
 
 Run 'pg_keeper_go COMMAND --help' for a command's flags.
 
@@ -70,12 +73,13 @@ type subcommand struct {
 }
 
 var commands = map[string]subcommand{
-	"status": {runStatus},
-	"watch":  {runWatch},
-	"pause":  {runPause},
-	"resume": {runResume},
-	"rejoin": {runRejoin},
-	"fsm":    {runFSM},
+	"status":     {runStatus},
+	"watch":      {runWatch},
+	"pause":      {runPause},
+	"resume":     {runResume},
+	"rejoin":     {runRejoin},
+	"switchover": {runSwitchover},
+	"fsm":        {runFSM},
 }
 
 func main() {

@@ -42,9 +42,12 @@ func TestEveryCommandHasHelpWithItsFlagsAndExitCodes(t *testing.T) {
 		"status": {"--node CONNINFO", "--json", "--timeout duration", "--failover-log-database string", "--failover-log-table string"},
 		"watch": {"--node CONNINFO", "--file string", "--set KEY=TEMPLATE", "--command string", "--command-timeout duration",
 			"--interval duration", "--timeout duration", "--once", "--log-level string", "--log-format string"},
-		"pause":  {"--node CONNINFO", "--timeout duration"},
-		"resume": {"--node CONNINFO", "--timeout duration"},
-		"fsm":    nil,
+		"pause":      {"--node CONNINFO", "--timeout duration"},
+		"resume":     {"--node CONNINFO", "--timeout duration"},
+		"switchover": {"--node CONNINFO", "--max-lag bytes", "--timeout duration", "--primary-conninfo CONNINFO", "--dry-run"},
+		"rejoin": {"--pgdata DIR", "--primary CONNINFO", "--bindir DIR", "--config-file string", "--stop-command string",
+			"--start-command string", "--node CONNINFO", "--basebackup", "--dry-run", "--timeout duration"},
+		"fsm": nil,
 	} {
 		for _, args := range [][]string{{cmd, "--help"}, {cmd, "-h"}, {"help", cmd}, {cmd, "--node", "x", "--help"}} {
 			code, out, errOut := runCLI(t, args...)

@@ -1,0 +1,504 @@
+package operate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/watch"
+)
+
+// SwitchoverOptions says which pair to switch over, and how.
+type SwitchoverOptions struct {
+	// Nodes are the two nodes' connection strings (no password), each
+	// for a superuser: the primary's and the standby's, in any order.
+	Nodes []string
+	// MaxLag refuses a switchover while the standby's replay is more than
+	// this many bytes behind the primary.
+	MaxLag int64
+	// Timeout bounds each wait: the old primary back in recovery, the
+	// standby caught up, writable, the old primary streaming.
+	Timeout time.Duration
+	// PrimaryConninfo is what the old primary's primary_conninfo becomes:
+	// how it reaches the new primary for replication; "" for its
+	// pg_keeper.partner_conninfo.
+	PrimaryConninfo string
+	// DryRun checks and says what would be done, changing nothing.
+	DryRun bool
+	// Log prints a progress line.
+	Log func(format string, args ...any)
+}
+
+// SwitchoverResult is what Switchover did.
+type SwitchoverResult struct {
+	OldPrimary, NewPrimary string // host:port
+	// Primary is the node that is the primary at the end (host:port), ""
+	// when none could be made writable.
+	Primary string
+	// WriteRefused is how long no node took writes: from closing the old
+	// primary's guard to the first moment the new primary took writes.
+	WriteRefused time.Duration
+	Timeline     uint32        // the new primary's timeline
+	Streaming    time.Duration // from the start until the old primary streamed from the new one
+}
+
+// switchNode is one node of a switchover and what was read from it.
+type switchNode struct {
+	name string
+	cfg  *pgx.ConnConfig
+	s    *pgsession.Session
+
+	inRecovery, paused, keeper, restartAfterCrash bool
+	guard, state, receiver                        string
+	lsn                                           uint64 // a primary's current, a standby's replayed WAL
+	partnerConninfo, witnessConninfo              string
+}
+
+// Switchover moves the primary of a pair to its standby with no
+// acknowledged write lost: it checks every precondition before it changes
+// anything, then points the primary's primary_conninfo at the standby,
+// has the primary demote itself (pg_keeper_demote(): no more commits, a
+// standby has flushed its WAL, restart in place as a standby), waits until
+// the standby has received everything the old primary wrote, asks the
+// standby's keeper to promote it (pg_keeper_switchover_promote()), and
+// waits until the old primary streams from the new one.  If a step fails
+// after the demotion it makes sure one node is the primary and says which.
+func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, error) {
+	var res SwitchoverResult
+	if opt.Log == nil {
+		opt.Log = func(string, ...any) {}
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = time.Minute
+	}
+	if len(opt.Nodes) != 2 {
+		return res, errors.New("give the two nodes of the pair")
+	}
+	nodes := make([]*switchNode, 2)
+	for i, s := range opt.Nodes {
+		if err := refusePassword(s); err != nil {
+			return res, err
+		}
+		cfg, err := watch.ParseNode(s, ApplicationName)
+		if err != nil {
+			return res, err
+		}
+		nodes[i] = &switchNode{name: watch.NodeName(cfg.Host, cfg.Port), cfg: cfg, s: pgsession.NewWithConfig(cfg)}
+	}
+	if nodes[0].name == nodes[1].name {
+		return res, fmt.Errorf("node %s is given twice", nodes[0].name)
+	}
+	defer pgsession.CloseAll(nodes[0].s, nodes[1].s)
+
+	p, s, err := preflight(ctx, opt, nodes)
+	if err != nil {
+		return res, err
+	}
+	res.OldPrimary, res.NewPrimary = p.name, s.name
+	conninfo := opt.PrimaryConninfo
+	if conninfo == "" {
+		conninfo = p.partnerConninfo
+	}
+	opt.Log("%s is the primary, %s its standby (streaming, %d bytes behind); both keepers run, neither is paused or fenced",
+		p.name, s.name, lagBytes(p, s))
+	steps := []string{
+		"CHECKPOINT on " + p.name + " (a short restart)",
+		fmt.Sprintf("on %s: primary_conninfo = '%s', reloaded", p.name, redactConninfo(conninfo)),
+		"on " + p.name + ": pg_keeper_demote(): writes refused from here, a standby flushed all WAL, standby.signal, restart in place as a standby",
+		"wait until " + p.name + " is in recovery and " + s.name + " has received all its WAL",
+		"on " + s.name + ": pg_keeper_switchover_promote(): its keeper promotes it (failover_log, after_command); writes go there",
+		"wait until " + p.name + " streams from " + s.name,
+	}
+	for i, st := range steps {
+		prefix := ""
+		if opt.DryRun {
+			prefix = "dry run: "
+		}
+		opt.Log("%s%d. %s", prefix, i+1, st)
+	}
+	if opt.DryRun {
+		res.Primary = p.name
+		return res, nil
+	}
+
+	if err := run(ctx, p, "checkpoint"); err != nil {
+		return res, &HintError{Err: fmt.Errorf("CHECKPOINT on %s: %w", p.name, err), Hint: "Nothing changed."}
+	}
+	if err := setPrimaryConninfo(ctx, p, conninfo); err != nil {
+		return res, &HintError{Err: err, Hint: "Nothing changed but primary_conninfo on " + p.name + ", which a primary ignores."}
+	}
+
+	start := time.Now()
+	if err := demote(ctx, p); err != nil {
+		return res, err
+	}
+	opt.Log("%s: writes refused, restarting as a standby", p.name)
+	end, err := waitOldPrimaryInRecovery(ctx, opt.Timeout, p)
+	if err != nil {
+		res.Primary = settle(ctx, opt, p, s)
+		return res, &HintError{Err: fmt.Errorf("%s did not come back as a standby: %w", p.name, err),
+			Hint: settleHint(res.Primary, p, s)}
+	}
+	opt.Log("%s is a standby; its WAL ends at %s", p.name, pglogrepl.LSN(end))
+	if err := waitReceived(ctx, opt.Timeout, s, end); err != nil {
+		// The standby lacks WAL the old primary wrote: promoting it could
+		// lose an acknowledged commit.  The old primary takes over again.
+		opt.Log("%s: %v; %s becomes the primary again", s.name, err, p.name)
+		res.Primary = promoteBack(ctx, opt, p, s)
+		return res, &HintError{Err: fmt.Errorf("%s did not receive all of %s's WAL: %w", s.name, p.name, err),
+			Hint: settleHint(res.Primary, p, s)}
+	}
+	opt.Log("%s received all of it; promoting %s", s.name, s.name)
+	if err := run(ctx, s, "select pg_keeper_switchover_promote()"); err != nil {
+		res.Primary = promoteBack(ctx, opt, p, s)
+		return res, &HintError{Err: fmt.Errorf("asking %s to promote: %w", s.name, err), Hint: settleHint(res.Primary, p, s)}
+	}
+	tli, err := waitWritable(ctx, opt.Timeout, s)
+	if err != nil {
+		res.Primary = settle(ctx, opt, p, s)
+		return res, &HintError{Err: fmt.Errorf("%s did not take writes: %w", s.name, err), Hint: settleHint(res.Primary, p, s)}
+	}
+	res.WriteRefused, res.Timeline, res.Primary = time.Since(start), tli, s.name
+	opt.Log("%s takes writes on timeline %d: writes were refused for %s", s.name, tli, res.WriteRefused.Round(time.Millisecond))
+	if err := waitStreamingFrom(ctx, opt.Timeout, p, tli); err != nil {
+		return res, &HintError{Err: fmt.Errorf("%s does not stream from %s: %w", p.name, s.name, err),
+			Hint: "The switchover is done: " + s.name + " is the primary. See " + p.name + "'s server log; pg_keeper_go rejoin on its host makes it a standby again."}
+	}
+	res.Streaming = time.Since(start)
+	opt.Log("%s streams from %s", p.name, s.name)
+	return res, nil
+}
+
+// readFacts reads what the preflight needs from one node.
+func readFacts(ctx context.Context, n *switchNode) error {
+	var has bool
+	if err := n.s.QueryRow(ctx, "select to_regprocedure('pg_keeper_demote(integer)') is not null", &has); err != nil {
+		return err
+	}
+	if !has {
+		return &HintError{Err: fmt.Errorf("%s: the extension pg_keeper_go is older than 1.3 (no pg_keeper_demote())", n.name),
+			Hint: "Install this version of pg_keeper_go on both nodes; the primary's keeper updates the extension by itself."}
+	}
+	var lsn string
+	var worker *int32
+	err := n.s.QueryRow(ctx, `select pg_is_in_recovery(), k.paused, coalesce(k.guard, ''), k.state, k.worker_pid,
+	        (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text,
+	        coalesce((select status from pg_stat_wal_receiver), ''),
+	        current_setting('restart_after_crash')::bool,
+	        coalesce(current_setting('pg_keeper.partner_conninfo', true), ''),
+	        coalesce(current_setting('pg_keeper.witness_conninfo', true), '')
+	   from pg_keeper_status() k`,
+		&n.inRecovery, &n.paused, &n.guard, &n.state, &worker, &lsn, &n.receiver, &n.restartAfterCrash, &n.partnerConninfo, &n.witnessConninfo)
+	if err != nil {
+		return err
+	}
+	n.keeper = worker != nil && *worker > 0
+	l, err := pglogrepl.ParseLSN(lsn)
+	n.lsn = uint64(l)
+	return err
+}
+
+// preflight reads both nodes and refuses, changing nothing, unless one is
+// a primary with a streaming standby close behind, both keepers run,
+// neither is paused or fenced, the primary can restart in place, and the
+// witness (if any) answers.  It returns the primary and the standby.
+func preflight(ctx context.Context, opt SwitchoverOptions, nodes []*switchNode) (p, s *switchNode, err error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	for _, n := range nodes {
+		if err := readFacts(qctx, n); err != nil {
+			var he *HintError
+			if errors.As(err, &he) {
+				return nil, nil, err
+			}
+			return nil, nil, &HintError{Err: fmt.Errorf("%s: %s", n.name, conninfo.ErrorLine(err)),
+				Hint: "Both nodes must answer a superuser (the password in ~/.pgpass or PGPASSWORD)."}
+		}
+	}
+	refuse := func(hint, format string, args ...any) (*switchNode, *switchNode, error) {
+		return nil, nil, hinted(hint+" Nothing changed.", "refused: "+format, args...)
+	}
+	a, b := nodes[0], nodes[1]
+	switch {
+	case !a.inRecovery && b.inRecovery:
+		p, s = a, b
+	case a.inRecovery && !b.inRecovery:
+		p, s = b, a
+	case a.inRecovery:
+		return refuse("pg_keeper_go status shows the pair.", "both nodes are standbys: there is no primary to switch over from")
+	default:
+		return refuse("Rejoin the old primary first (pg_keeper_go rejoin).", "both nodes are primaries")
+	}
+	for _, n := range []*switchNode{p, s} {
+		switch {
+		case !n.keeper:
+			return refuse("Check the server log of "+n.name+".", "the keeper does not run on %s", n.name)
+		case n.paused:
+			return refuse("pg_keeper_go resume ends the pause.", "%s is paused", n.name)
+		}
+	}
+	lag := lagBytes(p, s)
+	switch {
+	case p.guard == "fenced":
+		return refuse("Rejoin it as a standby (pg_keeper_go rejoin).", "%s is fenced", p.name)
+	case s.receiver != "streaming":
+		return refuse("Wait until the standby streams (pg_keeper_go status).", "%s is not streaming from %s (WAL receiver: %q)", s.name, p.name, s.receiver)
+	case opt.MaxLag >= 0 && lag > opt.MaxLag:
+		return refuse("Wait until it catches up, or raise --max-lag.", "%s replays %d bytes behind %s, more than --max-lag (%d)", s.name, lag, p.name, opt.MaxLag)
+	case !p.restartAfterCrash:
+		return refuse("Set restart_after_crash = on and reload.", "restart_after_crash is off on %s: it cannot restart in place as a standby", p.name)
+	case opt.PrimaryConninfo == "" && p.partnerConninfo == "":
+		return refuse("Give --primary-conninfo.", "%s has no pg_keeper.partner_conninfo to take its primary_conninfo from", p.name)
+	}
+	if p.witnessConninfo != "" {
+		if err := pingWitness(qctx, p.witnessConninfo); err != nil {
+			return refuse("Bring the witness back first: the standby must claim the primary role there.", "the witness does not answer: %s", err)
+		}
+	}
+	return p, s, nil
+}
+
+func lagBytes(p, s *switchNode) int64 {
+	if p.lsn <= s.lsn {
+		return 0
+	}
+	return int64(p.lsn - s.lsn)
+}
+
+// pingWitness connects to the witness and runs one query.
+func pingWitness(ctx context.Context, witness string) error {
+	pc, err := conninfo.Parse(witness)
+	if err != nil {
+		return err
+	}
+	cfg, err := pgsession.NewConnConfig(pc, ApplicationName)
+	if err != nil {
+		return err
+	}
+	w := pgsession.NewWithConfig(cfg)
+	defer w.Close()
+	var one int
+	if err := w.QueryRow(ctx, "select 1", &one); err != nil {
+		return errors.New(conninfo.ErrorLine(err))
+	}
+	return nil
+}
+
+// run runs one statement on n under the query deadline (a CHECKPOINT
+// gets longer).
+func run(ctx context.Context, n *switchNode, sql string) error {
+	qctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	if err := n.s.Exec(qctx, sql); err != nil {
+		return errors.New(conninfo.ErrorLine(err))
+	}
+	return nil
+}
+
+// setPrimaryConninfo points n's primary_conninfo at value and waits until
+// n's own session sees it reloaded (the postmaster reloads first).
+func setPrimaryConninfo(ctx context.Context, n *switchNode, value string) error {
+	lit := "'" + strings.ReplaceAll(value, "'", "''") + "'"
+	if err := run(ctx, n, "alter system set primary_conninfo = "+lit); err != nil {
+		return fmt.Errorf("ALTER SYSTEM SET primary_conninfo on %s: %w", n.name, err)
+	}
+	if err := run(ctx, n, "select pg_reload_conf()"); err != nil {
+		return fmt.Errorf("pg_reload_conf() on %s: %w", n.name, err)
+	}
+	return poll(ctx, 10*time.Second, func(ctx context.Context) error {
+		var got string
+		if err := n.s.QueryRow(ctx, "select current_setting('primary_conninfo')", &got); err != nil {
+			return err
+		}
+		if got != value {
+			return errors.New("primary_conninfo is not reloaded yet")
+		}
+		return nil
+	})
+}
+
+// demote runs pg_keeper_demote() on the primary: success is the end of
+// the connection (the server reinitializes); an SQL error means it
+// refused, writes open again, and nothing else changed.
+func demote(ctx context.Context, p *switchNode) error {
+	qctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := p.s.Exec(qctx, "select pg_keeper_demote(10000)")
+	p.s.Failed(err)
+	switch {
+	case err == nil:
+		return fmt.Errorf("pg_keeper_demote() on %s returned", p.name)
+	case pgsession.IsServerError(err) && pgsession.SQLState(err) != "57P01" && pgsession.SQLState(err) != "57P02":
+		return &HintError{Err: fmt.Errorf("%s refused to demote: %s", p.name, conninfo.ErrorLine(err)),
+			Hint: p.name + " is the primary and takes writes again; nothing else changed."}
+	}
+	return nil // the connection ended: the server restarts
+}
+
+// waitOldPrimaryInRecovery waits until the demoted node answers from
+// recovery with its WAL receiver started (it has replayed all its own
+// WAL), and returns where its WAL ends.
+func waitOldPrimaryInRecovery(ctx context.Context, timeout time.Duration, p *switchNode) (uint64, error) {
+	var end uint64
+	err := poll(ctx, timeout, func(ctx context.Context) error {
+		var inRecovery, receiver bool
+		var lsn *string
+		err := p.s.QueryRow(ctx, `select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
+		                                 exists (select from pg_stat_wal_receiver)`, &inRecovery, &lsn, &receiver)
+		switch {
+		case err != nil:
+			p.s.Failed(err)
+			return errors.New(conninfo.ErrorLine(err))
+		case !inRecovery:
+			return errors.New("it is not in recovery")
+		case lsn == nil || !receiver:
+			return errors.New("it still replays its own WAL")
+		}
+		l, err := pglogrepl.ParseLSN(*lsn)
+		end = uint64(l)
+		return err
+	})
+	return end, err
+}
+
+// waitReceived waits until the standby has received WAL up to end.
+func waitReceived(ctx context.Context, timeout time.Duration, s *switchNode, end uint64) error {
+	return poll(ctx, timeout, func(ctx context.Context) error {
+		var lsn *string
+		if err := s.s.QueryRow(ctx, "select greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", &lsn); err != nil {
+			s.s.Failed(err)
+			return errors.New(conninfo.ErrorLine(err))
+		}
+		if lsn == nil {
+			return errors.New("it has received no WAL")
+		}
+		l, err := pglogrepl.ParseLSN(*lsn)
+		if err != nil {
+			return err
+		}
+		if uint64(l) < end {
+			return fmt.Errorf("it has received up to %s of %s", l, pglogrepl.LSN(end))
+		}
+		return nil
+	})
+}
+
+// writableSQL is true on a node out of recovery whose guard lets writes
+// commit; it also returns the timeline.
+const writableSQL = `select not pg_is_in_recovery() and (guard = 'open' or (guard = 'leased' and lease_valid_for > '0')),
+       case when pg_is_in_recovery() then 0 else ` + pgsession.TimelineSQL + ` end, coalesce(guard_reason, '') from pg_keeper_status()`
+
+// writable asks n once whether it takes writes, and its timeline.
+func writable(ctx context.Context, n *switchNode) (uint32, error) {
+	var ok bool
+	var tli int32
+	var why string
+	if err := n.s.QueryRow(ctx, writableSQL, &ok, &tli, &why); err != nil {
+		n.s.Failed(err)
+		return 0, errors.New(conninfo.ErrorLine(err))
+	}
+	if !ok {
+		return 0, fmt.Errorf("it takes no writes yet (%s)", why)
+	}
+	return uint32(tli), nil
+}
+
+// waitWritable waits until n takes writes and returns its timeline.
+func waitWritable(ctx context.Context, timeout time.Duration, n *switchNode) (uint32, error) {
+	var tli uint32
+	err := poll(ctx, timeout, func(ctx context.Context) error {
+		var err error
+		tli, err = writable(ctx, n)
+		return err
+	})
+	return tli, err
+}
+
+// waitStreamingFrom waits until n streams on timeline tli (or newer).
+func waitStreamingFrom(ctx context.Context, timeout time.Duration, n *switchNode, tli uint32) error {
+	return poll(ctx, timeout, func(ctx context.Context) error {
+		var status string
+		var got int64
+		err := n.s.QueryRow(ctx, "select coalesce((select status from pg_stat_wal_receiver), ''), coalesce((select received_tli from pg_stat_wal_receiver), 0)::bigint",
+			&status, &got)
+		if err != nil {
+			n.s.Failed(err)
+			return errors.New(conninfo.ErrorLine(err))
+		}
+		if status != "streaming" || uint32(got) < tli {
+			return fmt.Errorf("WAL receiver %q on timeline %d", status, got)
+		}
+		return nil
+	})
+}
+
+// promoteBack makes the old primary the primary again after a failed
+// switchover (its keeper promotes it: its partner is a standby) and
+// returns the node that ends up the primary.
+func promoteBack(ctx context.Context, opt SwitchoverOptions, p, s *switchNode) string {
+	if err := run(ctx, p, "select pg_keeper_switchover_promote()"); err != nil {
+		opt.Log("asking %s to promote: %v", p.name, err)
+	}
+	return settle(ctx, opt, p, s)
+}
+
+// settle waits until one of the two nodes takes writes (their keepers
+// promote one when the other is gone) and returns it, "" if none does
+// within the timeout.
+func settle(ctx context.Context, opt SwitchoverOptions, p, s *switchNode) string {
+	var primary string
+	_ = poll(ctx, opt.Timeout, func(ctx context.Context) error {
+		for _, n := range []*switchNode{s, p} {
+			if _, err := writable(ctx, n); err == nil {
+				primary = n.name
+				return nil
+			}
+		}
+		return errors.New("no node takes writes")
+	})
+	if primary != "" {
+		opt.Log("%s is the primary", primary)
+	}
+	return primary
+}
+
+func settleHint(primary string, p, s *switchNode) string {
+	if primary == "" {
+		return "Neither node takes writes: see both server logs and pg_keeper_go status; once a node is the primary, pg_keeper_go rejoin makes the other its standby."
+	}
+	other := p.name
+	if primary == p.name {
+		other = s.name
+	}
+	return primary + " is the primary; pg_keeper_go status shows whether " + other + " streams from it (pg_keeper_go rejoin on its host makes it do so)."
+}
+
+// poll calls fn every 20 ms until it succeeds or timeout passes, each
+// call under the query deadline; it returns fn's last error.
+func poll(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, min(queryTimeout, timeout))
+		err := fn(qctx)
+		qcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s: %w", timeout, err)
+		case <-time.After(20 * time.Millisecond): // poll interval
+		}
+	}
+}
+
+// redactConninfo shows a connection string without its password.
+func redactConninfo(s string) string { return conninfo.Redact(s) }

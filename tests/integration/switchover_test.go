@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pg-keeper-go/pg_keeper_go/tests/pgtest"
+)
+
+// switchoverCLI runs pg_keeper_go with args and returns the exit code and
+// its combined output.
+func switchoverCLI(t *testing.T, bin string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	require.NoError(t, err, string(out))
+	return 0, string(out)
+}
+
+// ackWriter inserts a new id into writes on both nodes every 10 ms and
+// remembers which node acknowledged which id, and when.
+type ackWriter struct {
+	next   atomic.Int64
+	mu     sync.Mutex
+	acks   map[string][]ack
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+type ack struct {
+	id int64
+	at time.Time
+}
+
+func startAckWriter(nodes ...*pgtest.Node) *ackWriter {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &ackWriter{acks: map[string][]ack{}, cancel: cancel}
+	for _, n := range nodes {
+		w.done.Add(1)
+		go func() {
+			defer w.done.Done()
+			for ctx.Err() == nil {
+				id := w.next.Add(1)
+				qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				_, err := n.TryQueryString(qctx, "postgres", "insert into writes values ($1, $2) returning 1", id, n.Name)
+				qcancel()
+				if err == nil {
+					w.mu.Lock()
+					w.acks[n.Name] = append(w.acks[n.Name], ack{id, time.Now()})
+					w.mu.Unlock()
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond): // the writer's pace
+				}
+			}
+		}()
+	}
+	return w
+}
+
+func (w *ackWriter) stop() map[string][]ack {
+	w.cancel()
+	w.done.Wait()
+	return w.acks
+}
+
+// TestSwitchoverUnderLoadLosesNothingAndTheOldPrimaryFollows switches a
+// pair over while a writer writes to both nodes: every acknowledged write
+// is on the new primary, no two nodes took writes at once, the old
+// primary streams from the new one, and the switchover goes back the
+// other way too.
+func TestSwitchoverUnderLoadLosesNothingAndTheOldPrimaryFollows(t *testing.T) {
+	p := startPair(t, nil)
+	bin := pgtest.BuildCLI(t)
+	p.primary.Exec(t, "postgres", "create table writes (id bigint primary key, node text)")
+	nodes := []string{"--node", p.primary.ConnString("postgres"), "--node", p.standby.ConnString("postgres")}
+
+	code, out := switchoverCLI(t, bin, append([]string{"switchover", "--dry-run"}, nodes...)...)
+	require.Equal(t, 0, code, out)
+	assert.Contains(t, out, "switchover: dry run: 3. on "+cliNodeName(p.primary)+": pg_keeper_demote()")
+	assert.Contains(t, out, "switchover: dry run: "+cliNodeName(p.standby)+" would become the primary; nothing changed")
+
+	for i, pair := range [][2]*pgtest.Node{{p.primary, p.standby}, {p.standby, p.primary}} {
+		from, to := pair[0], pair[1]
+		w := startAckWriter(from, to)
+		pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return len(w.acks[from.Name]) >= 10, "the writer has not written yet"
+		})
+		code, out := switchoverCLI(t, bin, append([]string{"switchover"}, nodes...)...)
+		require.Equal(t, 0, code, out)
+		t.Logf("switchover %d:\n%s", i+1, out)
+		assert.Contains(t, out, fmt.Sprintf("is the primary on timeline %d,", i+2))
+		refused := regexp.MustCompile(`writes were refused for (\S+)`).FindStringSubmatch(out)
+		require.Len(t, refused, 2, out)
+		pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return len(w.acks[to.Name]) >= 10, "the new primary has taken no writes yet"
+		})
+		acks := w.stop()
+
+		// No overlap: the old primary's last acknowledgement came before
+		// the new primary's first.
+		firstNew, lastOld := acks[to.Name][0].at, acks[from.Name][len(acks[from.Name])-1].at
+		for _, a := range acks[to.Name] {
+			if a.at.Before(firstNew) {
+				firstNew = a.at
+			}
+		}
+		assert.True(t, lastOld.Before(firstNew), "the old primary acknowledged a write at %s, after the new one's first at %s", lastOld, firstNew)
+		// Nothing lost: every acknowledged id is on the new primary.
+		var ids []string
+		for _, as := range acks {
+			for _, a := range as {
+				ids = append(ids, fmt.Sprint(a.id))
+			}
+		}
+		missing := to.QueryString(t, "postgres", fmt.Sprintf(
+			"select count(*) from unnest(array[%s]::bigint[]) a(id) where not exists (select from writes w where w.id = a.id)", strings.Join(ids, ",")))
+		assert.Equal(t, "0", missing, "acknowledged writes missing on the new primary")
+		t.Logf("switchover %d: %d writes acknowledged by %s, %d by %s, none lost; writes refused for %s (measured by the command)",
+			i+1, len(acks[from.Name]), from.Name, len(acks[to.Name]), to.Name, refused[1])
+
+		p.waitState(t, to, "primary", "connected", 20*time.Second)
+		p.waitState(t, from, "standby", "connected", 20*time.Second)
+		row := to.QueryString(t, "pg_state", "select reason from failover_log order by unixtime desc limit 1")
+		assert.Contains(t, row, "switchover: the operator moved the primary here")
+		assert.Contains(t, to.Log(), "pg_keeper_go: switchover: promotion requested")
+		assert.Contains(t, from.Log(), "pg_keeper_go: switchover: this node restarts as a standby")
+	}
+}
+
+// TestSwitchoverRefusesBeforeChangingAnything checks the preconditions:
+// a paused node, a standby too far behind, a primary that cannot restart
+// in place, a node given twice; after each refusal the primary still
+// takes writes.
+func TestSwitchoverRefusesBeforeChangingAnything(t *testing.T) {
+	p := startPair(t, nil)
+	bin := pgtest.BuildCLI(t)
+	nodes := []string{"--node", p.primary.ConnString("postgres"), "--node", p.standby.ConnString("postgres")}
+	refused := func(why string, extra ...string) {
+		t.Helper()
+		code, out := switchoverCLI(t, bin, append(append([]string{"switchover"}, nodes...), extra...)...)
+		assert.Equal(t, 1, code, out)
+		assert.Contains(t, out, why)
+		assert.Contains(t, out, "Nothing changed.")
+		waitWritable(t, p.primary, time.Now(), 5*time.Second)
+		inRecovery, err := p.standby.IsInRecovery(t.Context())
+		require.NoError(t, err)
+		assert.True(t, inRecovery)
+	}
+
+	p.standby.Exec(t, "postgres", "select pg_keeper_pause()")
+	refused("refused: " + cliNodeName(p.standby) + " is paused")
+	p.standby.Exec(t, "postgres", "select pg_keeper_resume()")
+
+	p.standby.Exec(t, "postgres", "select pg_wal_replay_pause()")
+	p.primary.Exec(t, "postgres", "create table filler as select generate_series(1, 10000) id")
+	refused("more than --max-lag (100)", "--max-lag", "100")
+	p.standby.Exec(t, "postgres", "select pg_wal_replay_resume()")
+
+	p.primary.AlterSystem(t, "restart_after_crash", "off")
+	p.primary.Reload(t)
+	refused("refused: restart_after_crash is off on " + cliNodeName(p.primary))
+
+	code, out := switchoverCLI(t, bin, "switchover", "--node", p.primary.ConnString("postgres"))
+	assert.Equal(t, 2, code, out)
+	assert.Contains(t, out, "give both nodes of the pair with --node")
+}
