@@ -93,7 +93,7 @@ func startCluster(t *testing.T, o options) *cluster {
 		out, err := c.tryPsql("node1", "postgres", "select guard = 'open' or (guard = 'leased' and lease_valid_for > '0') from pg_keeper_status()")
 		return err == nil && out == "t", fmt.Sprintf("node1's guard lets no write through: %q %v", out, err)
 	})
-	c.psql("node1", "postgres", "create table writes (node text, at timestamptz default clock_timestamp())")
+	c.psql("node1", "postgres", "create table writes (node text, at timestamptz default clock_timestamp(), id bigint)")
 	return c
 }
 

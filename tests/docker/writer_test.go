@@ -3,21 +3,27 @@ package docker
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 )
 
 // write is one acknowledged INSERT.
 type write struct {
 	node string
 	at   time.Time
+	id   int64 // the row's id, for the scenarios' writer (0 otherwise)
 }
 
 // writer inserts into both nodes every 50 ms over the replication network
 // (the application's) and records every acknowledged write.
 type writer struct {
+	next   atomic.Int64 // the last id written
 	mu     sync.Mutex
 	writes []write
 	stop   chan struct{}
@@ -37,17 +43,39 @@ func (c *cluster) startWriter() *writer {
 
 func (w *writer) loop(node, conninfo string) {
 	defer w.done.Done()
+	var id int64 // the id of the write in flight (insert and acked run in turn)
 	writeEvery(w.stop, 200*time.Millisecond, 200*time.Millisecond, false,
 		func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, conninfo) },
 		func(ctx context.Context, conn *pgx.Conn) (string, error) {
-			_, err := conn.Exec(ctx, "insert into writes (node) values ($1)", node)
+			id = w.next.Add(1)
+			_, err := conn.Exec(ctx, "insert into writes (node, id) values ($1, $2)", node, id)
 			return node, err
 		},
 		func(wr write) {
+			wr.id = id
 			w.mu.Lock()
 			w.writes = append(w.writes, wr)
 			w.mu.Unlock()
 		})
+}
+
+// missingOn counts the writes the writer saw acknowledged (by either node)
+// whose rows node does not have.
+func (w *writer) missingOn(c *cluster, node string) int {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.writes))
+	for _, wr := range w.writes {
+		ids = append(ids, strconv.FormatInt(wr.id, 10))
+	}
+	w.mu.Unlock()
+	if len(ids) == 0 {
+		return 0
+	}
+	out := c.psql(node, "postgres", "select count(*) from unnest(array["+strings.Join(ids, ",")+
+		"]::bigint[]) a(id) where not exists (select from writes w where w.id = a.id)")
+	n, err := strconv.Atoi(out)
+	require.NoError(c.t, err, out)
+	return n
 }
 
 // writeEvery writes every 50 ms until stop is closed, each connect (when
@@ -83,7 +111,7 @@ func writeEvery(stop <-chan struct{}, connectTimeout, writeTimeout time.Duration
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		if conn != nil {
 			if node, err := insert(ctx, conn); err == nil {
-				acked(write{node, time.Now()})
+				acked(write{node: node, at: time.Now()})
 			} else if reconnectOnError || conn.IsClosed() || ctx.Err() != nil {
 				conn.Close(context.Background())
 				conn = nil
