@@ -24,12 +24,16 @@ done
 echo "== app"
 docker-compose logs --no-color --tail 3 app
 cat <<'EOT'
-The cluster is up. Fail the primary and watch the application switch:
+The cluster is up. Fail the primary and watch the application switch,
+then bring node1 back as the standby and switch over to it again:
 
   docker-compose logs -f app          # in a second terminal
   docker-compose stop node1           # node2 is promoted within keepalive_time x keepalive_count
   docker-compose exec node2 psql -x -c "select * from pg_keeper_status()"
   docker-compose exec node2 psql -d pg_state -c "select * from failover_log"
+  docker-compose start node1          # the old primary comes back fenced
+  docker-compose exec node1 pg_keeper_go rejoin --primary 'host=node2-repl user=postgres dbname=postgres'
+  docker-compose exec app pg_keeper_go switchover --node host=node1-repl --node host=node2-repl
 
 Remove everything with: make demo-stop
 EOT

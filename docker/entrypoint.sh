@@ -41,6 +41,7 @@ keeper_conf() {
 listen_addresses = '*'
 cluster_name = '$(hostname)'
 wal_level = replica
+wal_log_hints = on
 hot_standby = on
 wal_keep_size = '128MB'
 log_line_prefix = '%m [%p] '
