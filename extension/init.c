@@ -49,6 +49,11 @@ static char *pgk_failover_log_database = NULL;
 static char *pgk_failover_log_table = NULL;
 static char *pgk_witness_conninfo = NULL;
 static char *pgk_http_address = NULL;
+static char *pgk_operator_address = NULL;
+static char *pgk_operator_tls_cert_file = NULL;
+static char *pgk_operator_tls_key_file = NULL;
+static char *pgk_operator_client_ca_file = NULL;
+static char *pgk_operator_token_file = NULL;
 static int	pgk_split_brain_policy = 0;
 static bool pgk_create_extension = true;
 static char *pgk_session_token = NULL;
@@ -232,6 +237,36 @@ pgk_define_settings(void)
 							   "Empty turns the HTTP API off. For example '0.0.0.0:8008', or ':8008' for every address.",
 							   &pgk_http_address, "",
 							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.operator_address",
+							   "Address (host:port) of the keeper's HTTPS API that changes state: POST /pause, /resume, /switchover.",
+							   "Empty (the default) turns it off. It needs pg_keeper.operator_tls_cert_file and _key_file, and pg_keeper.operator_client_ca_file or pg_keeper.operator_token_file.",
+							   &pgk_operator_address, "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.operator_tls_cert_file",
+							   "TLS certificate (PEM) of the operator API.",
+							   NULL,
+							   &pgk_operator_tls_cert_file, "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.operator_tls_key_file",
+							   "TLS private key (PEM) of the operator API.",
+							   NULL,
+							   &pgk_operator_tls_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.operator_client_ca_file",
+							   "CA certificates (PEM): a client certificate they signed authenticates a request to the operator API.",
+							   NULL,
+							   &pgk_operator_client_ca_file, "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_keeper.operator_token_file",
+							   "File holding the bearer token that authenticates a request to the operator API (Authorization: Bearer TOKEN).",
+							   NULL,
+							   &pgk_operator_token_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomBoolVariable("pg_keeper.create_extension",
 							 "Whether the keeper of a primary creates (or updates) the extension pg_keeper_go where it needs it.",

@@ -178,9 +178,9 @@ func (k *Keeper) observeCheck(d time.Duration, ok bool) {
 // when it failed before.
 func (k *Keeper) publishHTTP(snap status.Snapshot) {
 	k.startHTTP()
+	k.reportHTTPErrors(false) // the operator API's errors too
 	if k.http.srv == nil {
 		return
 	}
-	k.reportHTTPErrors(false)
 	k.http.srv.Update(snap)
 }

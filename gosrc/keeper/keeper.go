@@ -72,16 +72,17 @@ type Keeper struct {
 	// witness, by node (observeRenewals).
 	witnessSeen map[string]seenRenewal
 
-	sched   schedule   // when to check
-	history checkStats // the checks, for the log and the status
-	sync    *node.SyncSetting
-	guard   appliedGuard
-	promo   promotion
-	self    identity
-	written persisted         // what the state file holds
-	logged  map[string]string // last message per topic, to log each once
-	http    httpAPI
-	ext     extensionSetup
+	sched    schedule   // when to check
+	history  checkStats // the checks, for the log and the status
+	sync     *node.SyncSetting
+	guard    appliedGuard
+	promo    promotion
+	self     identity
+	written  persisted         // what the state file holds
+	logged   map[string]string // last message per topic, to log each once
+	http     httpAPI
+	operator operatorAPI
+	ext      extensionSetup
 }
 
 // extensionSetup is where a primary's keeper stands with creating the
@@ -180,6 +181,7 @@ func (k *Keeper) Run() (code int) {
 			k.promo.cancel()
 		}
 		k.stopHTTP()
+		k.stopOperator()
 		k.closeConns()
 		k.wake.close()
 	}()
@@ -325,6 +327,7 @@ func (k *Keeper) runPosted() {
 
 // reload reads the settings; invalid ones put the keeper in misconfigured.
 func (k *Keeper) reload() {
+	defer k.reloadOperator()
 	defer k.reloadHTTP()
 	if v, _, _ := k.host.Setting("pg_keeper.test_fatal_error"); v == "on" {
 		testFatalError()

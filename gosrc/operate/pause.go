@@ -36,6 +36,16 @@ type PauseResult struct {
 // the order given; an invalid connection string is an error before any
 // node is touched.
 func SetPause(ctx context.Context, nodes []string, pause bool) ([]PauseResult, error) {
+	return setPause(ctx, nodes, pause, false)
+}
+
+// SetPauseFromConfig is SetPause for connection strings from a server's
+// configuration (a keeper's operator API), which may hold passwords.
+func SetPauseFromConfig(ctx context.Context, nodes []string, pause bool) ([]PauseResult, error) {
+	return setPause(ctx, nodes, pause, true)
+}
+
+func setPause(ctx context.Context, nodes []string, pause, fromConfig bool) ([]PauseResult, error) {
 	if len(nodes) == 0 {
 		return nil, errors.New("no nodes given")
 	}
@@ -43,7 +53,7 @@ func SetPause(ctx context.Context, nodes []string, pause bool) ([]PauseResult, e
 	names := make([]string, len(nodes))
 	seen := map[string]bool{}
 	for i, s := range nodes {
-		if err := refusePassword(s); err != nil {
+		if err := refusePassword(s); err != nil && !fromConfig {
 			return nil, err
 		}
 		cfg, err := watch.ParseNode(s, ApplicationName)

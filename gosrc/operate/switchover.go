@@ -32,6 +32,10 @@ type SwitchoverOptions struct {
 	PrimaryConninfo string
 	// DryRun checks and says what would be done, changing nothing.
 	DryRun bool
+	// FromConfig: the connection strings come from a server's
+	// configuration (a keeper's operator API) and may hold passwords; a
+	// command line's may not.
+	FromConfig bool
 	// Log prints a progress line.
 	Log func(format string, args ...any)
 }
@@ -83,7 +87,7 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 	}
 	nodes := make([]*switchNode, 2)
 	for i, s := range opt.Nodes {
-		if err := refusePassword(s); err != nil {
+		if err := refusePassword(s); err != nil && !opt.FromConfig {
 			return res, err
 		}
 		cfg, err := watch.ParseNode(s, ApplicationName)
