@@ -45,6 +45,8 @@ SHOW pg_keeper.split_brain_policy;
 ALTER SYSTEM SET pg_keeper.split_brain_policy = 'maybe';
 SHOW pg_keeper.witness_conninfo;
 SHOW pg_keeper.http_address;
+SHOW pg_keeper.operator_address;
+SELECT name, setting FROM pg_settings WHERE name LIKE 'pg_keeper.operator%' ORDER BY name;
 SHOW pg_keeper.create_extension;
 ALTER SYSTEM SET pg_keeper.create_extension = 'sometimes';
 
@@ -60,6 +62,7 @@ SELECT pg_keeper_pause();
 SELECT pg_keeper_resume();
 SELECT pg_keeper_demote();
 SELECT pg_keeper_switchover_promote();
+SELECT name FROM pg_settings WHERE name LIKE 'pg_keeper.operator%' ORDER BY name;
 -- (the wording of this error changed in 16; its SQLSTATE did not)
 DO $$
 BEGIN
