@@ -175,31 +175,18 @@ pgk_get_env(const char *name, char *buf, size_t buflen)
 		snprintf(bindir, sizeof(bindir), "%d", pgk_shared != NULL ? (int) pgk_shared->worker_pid : 0);
 		value = bindir;
 	}
-	else if (strcmp(name, "paused_since") == 0)
+	else if (strcmp(name, "paused_since") == 0 || strcmp(name, "switchover_requested") == 0)
 	{
-		/* Unix epoch microseconds of the maintenance pause (pause.c). */
-		int64		since = 0;
-
-		if (pgk_shared != NULL)
-		{
-			SpinLockAcquire(&pgk_shared->mutex);
-			since = pgk_shared->paused_since_us;
-			SpinLockRelease(&pgk_shared->mutex);
-		}
-		if (since == 0)
-			return -1;
-		snprintf(bindir, sizeof(bindir), INT64_FORMAT, since);
-		value = bindir;
-	}
-	else if (strcmp(name, "switchover_requested") == 0)
-	{
-		/* Unix epoch microseconds of pg_keeper_switchover_promote(). */
+		/*
+		 * Unix epoch microseconds of the maintenance pause (pause.c) or of
+		 * pg_keeper_switchover_promote() (switchover.c); unset when 0.
+		 */
 		int64		at = 0;
 
 		if (pgk_shared != NULL)
 		{
 			SpinLockAcquire(&pgk_shared->mutex);
-			at = pgk_shared->switchover_requested_us;
+			at = name[0] == 'p' ? pgk_shared->paused_since_us : pgk_shared->switchover_requested_us;
 			SpinLockRelease(&pgk_shared->mutex);
 		}
 		if (at == 0)

@@ -73,6 +73,9 @@ extern int	pgk_test_commit_delay;
 /* init.c: the lease this node's own settings give, in ms (see sql.c). */
 extern int64 pgk_settings_lease_ms(void);
 
+/* sql.c: an ERROR unless the shared memory exists (the library is preloaded). */
+extern void pgk_require_shared(void);
+
 /* pause.c: the maintenance pause. */
 extern void pgk_pause_load(void);
 extern bool pgk_pause_set(bool pause, int64 *since_us);

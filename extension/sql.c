@@ -43,7 +43,7 @@ PG_FUNCTION_INFO_V1(pg_keeper_resume);
 static const char *const pgk_guard_names[] = {"pending", "open", "leased", "fenced"};
 
 /* SQL functions need the shared memory that only preloading creates. */
-static void
+void
 pgk_require_shared(void)
 {
 	if (pgk_shared == NULL)

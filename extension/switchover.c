@@ -116,10 +116,7 @@ pg_keeper_demote(PG_FUNCTION_ARGS)
 	XLogRecPtr	flushed = InvalidXLogRecPtr;
 	TimestampTz deadline;
 
-	if (pgk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries")));
+	pgk_require_shared();
 	if (wait_ms < 0 || wait_ms > 3600 * 1000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -217,10 +214,7 @@ pg_keeper_switchover_promote(PG_FUNCTION_ARGS)
 	struct timeval tv;
 	pid_t		worker;
 
-	if (pgk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_keeper_go must be loaded via shared_preload_libraries")));
+	pgk_require_shared();
 	if (!RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -53,11 +52,7 @@ type OperatorServer struct {
 	op      Operator
 	onError func(error)
 	busy    sync.Mutex // one operation at a time
-
-	mu       sync.Mutex
-	srv      *http.Server
-	listener net.Listener
-	served   chan struct{}
+	run     serving
 }
 
 // NewOperator reads the certificates and the token the configuration
@@ -172,17 +167,7 @@ func (s *OperatorServer) action(run func(ctx context.Context, r *http.Request, s
 // Start listens with TLS on the configured address and serves in a
 // goroutine; it never panics.
 func (s *OperatorServer) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		return errors.New("operator API: already started")
-	}
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		return fmt.Errorf("operator API: listen on %q: %w", s.addr, err)
-	}
-	s.listener = ln
-	s.srv = &http.Server{
+	return s.run.start(s.addr, &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         s.tls,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -191,47 +176,12 @@ func (s *OperatorServer) Start() error {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.New(errorWriter(s.onError), "operator API: ", 0),
-	}
-	s.served = make(chan struct{})
-	srv, lim := s.srv, newLimitListener(ln, 8)
-	go func() {
-		defer close(s.served)
-		defer func() {
-			if p := recover(); p != nil {
-				s.onError(fmt.Errorf("operator API: panic in the accept loop: %v", p))
-			}
-		}()
-		if err := srv.ServeTLS(lim, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.onError(fmt.Errorf("operator API: serve on %s: %w", ln.Addr(), err))
-		}
-	}()
-	return nil
+	}, 8, s.onError, "operator API")
 }
 
 // Addr returns the address the server listens on, or "" before Start.
-func (s *OperatorServer) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listener == nil {
-		return ""
-	}
-	return s.listener.Addr().String()
-}
+func (s *OperatorServer) Addr() string { return s.run.addr() }
 
 // Shutdown stops the server; an operation in flight is cancelled when ctx
 // ends.
-func (s *OperatorServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	srv, served := s.srv, s.served
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		srv.Close()
-		err = fmt.Errorf("operator API: shutdown: %w", err)
-	}
-	<-served
-	return err
-}
+func (s *OperatorServer) Shutdown(ctx context.Context) error { return s.run.shutdown(ctx, "operator API") }

@@ -19,10 +19,8 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -111,10 +109,7 @@ type Server struct {
 	checks   *prometheus.HistogramVec
 	handler  http.Handler
 
-	mu       sync.Mutex
-	srv      *http.Server
-	listener net.Listener
-	served   chan struct{} // closed when the accept loop has returned
+	run serving
 }
 
 // New returns a server that will listen on addr ("host:port", as
@@ -198,17 +193,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // listen error (address in use, bad address, no permission) is returned;
 // it never panics.  Start may be called once.
 func (s *Server) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		return errors.New("http server: already started")
-	}
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		return fmt.Errorf("http server: listen on %q: %w", s.addr, err)
-	}
-	s.listener = ln
-	s.srv = &http.Server{
+	return s.run.start(s.addr, &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -216,48 +201,17 @@ func (s *Server) Start() error {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.New(errorWriter(s.onError), "http server: ", 0),
-	}
-	s.served = make(chan struct{})
-	srv, lim := s.srv, newLimitListener(ln, s.maxConns)
-	go func() {
-		defer close(s.served)
-		defer s.recoverTo("accept loop")
-		if err := srv.Serve(lim); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.onError(fmt.Errorf("http server: serve on %s: %w", ln.Addr(), err))
-		}
-	}()
-	return nil
+	}, s.maxConns, s.onError, "http server")
 }
 
 // Addr returns the address the server listens on (with the port chosen by
 // the system for ":0"), or "" before Start.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listener == nil {
-		return ""
-	}
-	return s.listener.Addr().String()
-}
+func (s *Server) Addr() string { return s.run.addr() }
 
 // Shutdown stops accepting connections and waits for the requests in
 // flight until ctx ends; then it closes the remaining connections.  It
 // returns ctx's error in that case.  Shutdown before Start does nothing.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	srv, served := s.srv, s.served
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		srv.Close()
-		err = fmt.Errorf("http server: shutdown: %w", err)
-	}
-	<-served
-	return err
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.run.shutdown(ctx, "http server") }
 
 // recoverTo recovers a panic of the calling goroutine and reports it.
 func (s *Server) recoverTo(where string) {
