@@ -184,4 +184,6 @@ func (s *OperatorServer) Addr() string { return s.run.addr() }
 
 // Shutdown stops the server; an operation in flight is cancelled when ctx
 // ends.
-func (s *OperatorServer) Shutdown(ctx context.Context) error { return s.run.shutdown(ctx, "operator API") }
+func (s *OperatorServer) Shutdown(ctx context.Context) error {
+	return s.run.shutdown(ctx, "operator API")
+}

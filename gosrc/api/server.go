@@ -20,7 +20,6 @@ import (
 	"io"
 	"log"
 	"net/http"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -212,13 +211,6 @@ func (s *Server) Addr() string { return s.run.addr() }
 // flight until ctx ends; then it closes the remaining connections.  It
 // returns ctx's error in that case.  Shutdown before Start does nothing.
 func (s *Server) Shutdown(ctx context.Context) error { return s.run.shutdown(ctx, "http server") }
-
-// recoverTo recovers a panic of the calling goroutine and reports it.
-func (s *Server) recoverTo(where string) {
-	if r := recover(); r != nil {
-		s.onError(fmt.Errorf("http server: panic in %s: %v\n%s", where, r, debug.Stack()))
-	}
-}
 
 // errorWriter adapts the error handler to net/http's ErrorLog.
 type errorWriter func(error)
