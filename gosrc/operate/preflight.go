@@ -128,4 +128,3 @@ func pingWitness(ctx context.Context, witness string) error {
 	}
 	return nil
 }
-
