@@ -71,7 +71,7 @@ type RejoinResult struct {
 	Method   string        // MethodSettings, MethodRewind or MethodBaseBackup
 	Why      string        // why that method
 	Took     time.Duration // from the start to streaming
-	OldData  string        // where a base backup left the old data directory
+	OldData  string        // where a base backup left the node's old files (inside the data directory)
 	Timeline uint32        // the timeline the node streams on
 }
 
@@ -405,7 +405,8 @@ func (r *rejoin) dryRun(running bool, cd ControlData, pf primaryFacts, ahead *Di
 	case strings.HasPrefix(res.Method, MethodRewind):
 		steps = append(steps, "keep the node's configuration files, "+res.Method+": pg_rewind --target-pgdata "+r.opt.DataDir+" --source-server '"+r.primaryConninfo()+"'")
 	case strings.HasPrefix(res.Method, MethodBaseBackup):
-		steps = append(steps, "keep the node's configuration files, "+res.Method+" into "+r.opt.DataDir+".rejoin, the old data directory kept as "+r.opt.DataDir+".old-TIME")
+		steps = append(steps, "keep the node's configuration files, "+res.Method+" into "+filepath.Join(r.opt.DataDir, rejoinCopyDir)+
+			", then the node's old files moved into "+filepath.Join(r.opt.DataDir, "pg_keeper_go.old-TIME")+" and the copy into their place")
 	default:
 		steps = append(steps, res.Method)
 	}

@@ -108,7 +108,9 @@ func (r *rejoin) copyFromPrimary(ctx context.Context, res RejoinResult) (RejoinR
 		return res, hinted("Rebuild the node by hand with pg_basebackup --tablespace-mapping.",
 			"the node has tablespaces: a base backup into the same paths would overwrite them")
 	}
-	newDir := r.opt.DataDir + ".rejoin"
+	// The copy and the old files stay inside the data directory, which
+	// may be a mount point that cannot be renamed, on one file system.
+	newDir := filepath.Join(r.opt.DataDir, rejoinCopyDir)
 	if err := os.RemoveAll(newDir); err != nil {
 		return res, fmt.Errorf("removing a leftover %s: %w", newDir, err)
 	}
@@ -118,15 +120,47 @@ func (r *rejoin) copyFromPrimary(ctx context.Context, res RejoinResult) (RejoinR
 		os.RemoveAll(newDir)
 		return res, hinted("The node's data directory is unchanged; see the error, then rerun.", "pg_basebackup failed: %w", err)
 	}
-	res.OldData = r.opt.DataDir + ".old-" + time.Now().UTC().Format("20060102T150405")
-	if err := os.Rename(r.opt.DataDir, res.OldData); err != nil {
-		return res, fmt.Errorf("moving the old data directory aside: %w", err)
+	res.OldData = filepath.Join(r.opt.DataDir, "pg_keeper_go.old-"+time.Now().UTC().Format("20060102T150405"))
+	if err := swapIn(r.opt.DataDir, newDir, res.OldData); err != nil {
+		return res, fmt.Errorf("putting the copy in place (the old files are in %s, the copy in %s): %w", res.OldData, newDir, err)
 	}
-	if err := os.Rename(newDir, r.opt.DataDir); err != nil {
-		return res, fmt.Errorf("moving the copy into place (the old data directory is %s): %w", res.OldData, err)
-	}
-	r.opt.Log("the old data directory is kept as %s (remove it once the node streams)", res.OldData)
+	r.opt.Log("the node's old files are kept in %s (remove it once the node streams)", res.OldData)
 	return res, saved.restore(r.opt.DataDir)
+}
+
+// rejoinCopyDir is where, inside the data directory, a base backup is
+// made before it takes the old files' place.
+const rejoinCopyDir = "pg_keeper_go.rejoin"
+
+// swapIn moves the data directory's entries into oldDir (created) and the
+// entries of newDir (inside the data directory) into their place, then
+// removes newDir; every move is a rename within one file system.
+func swapIn(dataDir, newDir, oldDir string) error {
+	entries, err := os.ReadDir(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(oldDir, 0o700); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(newDir) || strings.HasPrefix(e.Name(), "pg_keeper_go.old-") {
+			continue
+		}
+		if err := os.Rename(filepath.Join(dataDir, e.Name()), filepath.Join(oldDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	entries, err = os.ReadDir(newDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(newDir, e.Name()), filepath.Join(dataDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.Remove(newDir)
 }
 
 func (s savedFiles) names() []string {

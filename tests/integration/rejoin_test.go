@@ -112,7 +112,7 @@ func TestRejoinOfAFencedFrozenPrimaryNeedsARewindOrABaseBackup(t *testing.T) {
 	t.Logf("rejoin by base backup:\n%s", out)
 	assert.Contains(t, out, "rejoin: stopping the node")
 	assert.Regexp(t, `rejoin: done in [0-9.]+m?s by base backup`, out)
-	old := regexpFind(t, `old data directory is kept as (\S+)`, out)
+	old := regexpFind(t, `the node's old files are kept in (\S+)`, out)
 	assert.FileExists(t, filepath.Join(old, "PG_VERSION"))
 	waitRejoined(t, p, p.primary, p.standby)
 }

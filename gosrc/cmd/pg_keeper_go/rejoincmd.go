@@ -28,9 +28,9 @@ the node's host as the owner of DIR (sudo -u postgres ...).
      did not diverge and only needs the standby settings; one that wrote
      past it is rewound with pg_rewind (it needs wal_log_hints = on or data
      checksums), or, only with --basebackup, replaced by a fresh base
-     backup (the old data directory is kept as DIR.old-TIME).  The node's
-     own configuration files in DIR, its pause and its keeper's state are
-     kept.
+     backup (the node's old files are kept in DIR/pg_keeper_go.old-TIME).
+     The node's own configuration files in DIR, its pause and its keeper's
+     state are kept.
   4. Writes standby.signal and primary_conninfo (the --primary string) into
      postgresql.auto.conf, starts the node (--start-command) and waits until
      it streams (--timeout).  As a standby its keeper lifts the fence.
@@ -53,7 +53,7 @@ func runRejoin(ctx, _ context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&opt.StopCommand, "stop-command", "", "shell command that stops the node if it runs (default pg_ctl -D DIR -m fast -w stop)")
 	fs.StringVar(&opt.StartCommand, "start-command", "", "shell command that starts the node (default pg_ctl -D DIR -l DIR/log/pg_keeper_go-rejoin.log -w start; e.g. 'sudo systemctl start postgresql@15-main')")
 	fs.StringVar(&opt.Node, "node", "", "the node's own connection string, `CONNINFO`, to see it stream (default: socket and port from DIR/postmaster.pid)")
-	fs.BoolVar(&opt.BaseBackup, "basebackup", false, "when pg_rewind cannot rewind the node or fails, copy the whole primary with pg_basebackup")
+	fs.BoolVar(&opt.BaseBackup, "basebackup", false, "when pg_rewind cannot rewind the node or fails, copy the whole primary with pg_basebackup (the old files kept in DIR/pg_keeper_go.old-TIME)")
 	fs.BoolVar(&opt.DryRun, "dry-run", false, "say what would be done, change nothing")
 	fs.DurationVar(&opt.Timeout, "timeout", 5*time.Minute, "how long to wait until the started node streams")
 	if code, done := parseFlags(fs, args, stdout, stderr); done {
@@ -78,7 +78,7 @@ func runRejoin(ctx, _ context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stderr, "hint: %s\n", he.Hint)
 		}
 		if res.OldData != "" {
-			fmt.Fprintf(stderr, "the node's old data directory is %s\n", res.OldData)
+			fmt.Fprintf(stderr, "the node's old files are in %s\n", res.OldData)
 		}
 		return exitError
 	}
