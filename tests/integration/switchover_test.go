@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -178,6 +179,27 @@ func TestSwitchoverRefusesBeforeChangingAnything(t *testing.T) {
 	refused("more than --max-lag (100)", "--max-lag", "100")
 	p.standby.Exec(t, "postgres", "select pg_wal_replay_resume()")
 
+	saved := p.standby.QueryString(t, "postgres", "show primary_conninfo")
+	p.standby.AlterSystem(t, "primary_conninfo", "''")
+	p.standby.Reload(t)
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		n, err := p.standby.TryQueryString(t.Context(), "postgres", "select count(*) from pg_stat_wal_receiver")
+		return err == nil && n == "0", "the WAL receiver still runs"
+	})
+	refused("refused: " + cliNodeName(p.standby) + " is not streaming from " + cliNodeName(p.primary))
+	p.standby.AlterSystem(t, "primary_conninfo", pgtest.Quote(saved))
+	p.standby.Reload(t)
+	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
+		st, err := p.standby.TryQueryString(t.Context(), "postgres", "select coalesce((select status from pg_stat_wal_receiver), '')")
+		return err == nil && st == "streaming", "the WAL receiver does not stream again: " + st
+	})
+
+	p.primary.AlterSystem(t, "pg_keeper.witness_conninfo", pgtest.Quote(fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1", closedLocalPort(t))))
+	p.primary.Reload(t)
+	refused("refused: the witness does not answer")
+	p.primary.Exec(t, "postgres", "alter system reset pg_keeper.witness_conninfo")
+	p.primary.Reload(t)
+
 	p.primary.AlterSystem(t, "restart_after_crash", "off")
 	p.primary.Reload(t)
 	refused("refused: restart_after_crash is off on " + cliNodeName(p.primary))
@@ -185,4 +207,14 @@ func TestSwitchoverRefusesBeforeChangingAnything(t *testing.T) {
 	code, out := switchoverCLI(t, bin, "switchover", "--node", p.primary.ConnString("postgres"))
 	assert.Equal(t, 2, code, out)
 	assert.Contains(t, out, "give both nodes of the pair with --node")
+}
+
+// closedLocalPort is a loopback port nothing listens on.
+func closedLocalPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	return port
 }
