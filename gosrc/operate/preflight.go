@@ -31,9 +31,10 @@ func readFacts(ctx context.Context, n *switchNode) error {
 	        coalesce((select status from pg_stat_wal_receiver), ''),
 	        current_setting('restart_after_crash')::bool,
 	        coalesce(current_setting('pg_keeper.partner_conninfo', true), ''),
-	        coalesce(current_setting('pg_keeper.witness_conninfo', true), '')
+	        coalesce(current_setting('pg_keeper.witness_conninfo', true), ''),
+	        (select system_identifier from pg_control_system())::text
 	   from pg_keeper_status() k`,
-		&n.inRecovery, &n.paused, &n.guard, &n.state, &worker, &lsn, &n.receiver, &n.restartAfterCrash, &n.partnerConninfo, &n.witnessConninfo)
+		&n.inRecovery, &n.paused, &n.guard, &n.state, &worker, &lsn, &n.receiver, &n.restartAfterCrash, &n.partnerConninfo, &n.witnessConninfo, &n.systemID)
 	if err != nil {
 		return err
 	}
@@ -112,6 +113,11 @@ func lagBytes(p, s *switchNode) int64 {
 
 // pingWitness connects to the witness and runs one query.
 func pingWitness(ctx context.Context, witness string) error {
+	return onWitness(ctx, witness, "select 1")
+}
+
+// onWitness runs one statement on the witness.
+func onWitness(ctx context.Context, witness, sql string, args ...any) error {
 	pc, err := conninfo.Parse(witness)
 	if err != nil {
 		return err
@@ -122,9 +128,17 @@ func pingWitness(ctx context.Context, witness string) error {
 	}
 	w := pgsession.NewWithConfig(cfg)
 	defer w.Close()
-	var one int
-	if err := w.QueryRow(ctx, "select 1", &one); err != nil {
+	if err := w.Exec(ctx, sql, args...); err != nil {
 		return errors.New(conninfo.ErrorLine(err))
 	}
 	return nil
+}
+
+// releaseWitnessLease ends, at the witness, the primary leases of the
+// pair's cluster, once the old primary answers from recovery (it cannot
+// write): the standby's claim then need not wait for the lease the old
+// primary renewed last.  A failure only makes the claim wait.
+func releaseWitnessLease(ctx context.Context, witness, systemID string) error {
+	return onWitness(ctx, witness, `update pg_keeper_witness set lease_until = clock_timestamp() - interval '1 hour'
+	  where system_identifier = $1::numeric and role = 'primary' and lease_until > clock_timestamp() - interval '1 hour'`, systemID)
 }

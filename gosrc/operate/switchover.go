@@ -63,6 +63,7 @@ type switchNode struct {
 	guard, state, receiver                        string
 	lsn                                           uint64 // a primary's current, a standby's replayed WAL
 	partnerConninfo, witnessConninfo              string
+	systemID                                      string
 }
 
 // Switchover moves the primary of a pair to its standby with no
@@ -158,6 +159,15 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 		res.Primary = promoteBack(ctx, opt, p, s)
 		return res, &HintError{Err: fmt.Errorf("%s did not receive all of %s's WAL: %w", s.name, p.name, err),
 			Hint: settleHint(res.Primary, p, s)}
+	}
+	if p.witnessConninfo != "" {
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		if err := releaseWitnessLease(qctx, p.witnessConninfo, p.systemID); err != nil {
+			opt.Log("could not end %s's lease at the witness (%v): the promotion waits for it to run out", p.name, err)
+		} else {
+			opt.Log("%s's lease at the witness ended: it is a standby", p.name)
+		}
+		cancel()
 	}
 	opt.Log("%s received all of it; promoting %s", s.name, s.name)
 	if err := run(ctx, s, "select pg_keeper_switchover_promote()"); err != nil {

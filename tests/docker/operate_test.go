@@ -116,11 +116,11 @@ func TestRejoinAfterACrashThenFailBack(t *testing.T) {
 
 // TestRejoinAfterAPartitionThenFailBack: node1 is cut off from node2 and
 // the witness, node2 takes over, the partition heals and node1 is fenced;
-// it rejoins with --basebackup (without wal_log_hints; on majors whose
+// it rejoins with --basebackup (wal_log_hints off here; on majors whose
 // initdb turns data checksums on, pg_rewind) and takes over again when
 // node2 crashes.
 func TestRejoinAfterAPartitionThenFailBack(t *testing.T) {
-	c := standard(t)
+	c := startCluster(t, options{keepaliveTime: int(keepaliveTime.Seconds()), keepaliveCount: keepaliveCount, extraConf: "wal_log_hints = off"})
 	c.syncReplication() // no acknowledged write may be lost with the partition
 	w := c.startWriter()
 	eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {

@@ -218,3 +218,21 @@ func closedLocalPort(t *testing.T) int {
 	require.NoError(t, l.Close())
 	return port
 }
+
+// TestSwitchoverWithAWitness switches a pair with a witness over: the old
+// primary's lease there is ended once it answers from recovery, the new
+// primary claims the role and writes under the witness's lease.
+func TestSwitchoverWithAWitness(t *testing.T) {
+	p, witness := startPairWithWitness(t)
+	bin := pgtest.BuildCLI(t)
+	code, out := switchoverCLI(t, bin, "switchover", "--node", p.primary.ConnString("postgres"), "--node", p.standby.ConnString("postgres"))
+	require.Equal(t, 0, code, out)
+	t.Logf("switchover with a witness:\n%s", out)
+	assert.Contains(t, out, "switchover: "+cliNodeName(p.primary)+"'s lease at the witness ended: it is a standby")
+	row := witness.QueryString(t, "postgres", fmt.Sprintf(
+		"select role || '/' || timeline from pg_keeper_witness where node like '%%:%d#%%' order by updated_at desc limit 1", p.standby.Port))
+	assert.Equal(t, "primary/2", row, "the new primary's row at the witness")
+	_, err := tryWrite(p.standby, "postgres")
+	assert.NoError(t, err)
+	p.waitState(t, p.primary, "standby", "connected", 20*time.Second)
+}
