@@ -61,6 +61,12 @@ typedef struct PgKeeperShared
  */
 #define PGK_PAUSE_FILE "pg_keeper_go.paused"
 
+/*
+ * pg_keeper_demote() leaves this file (the Unix epoch microseconds of the
+ * demotion) for the keeper of the restarted node (switchover.c).
+ */
+#define PGK_DEMOTED_FILE "pg_keeper_go.demoted"
+
 /* Seconds before the postmaster starts the worker again after exit code 1. */
 #define PGK_RESTART_SECONDS 1
 

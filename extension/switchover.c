@@ -81,21 +81,26 @@ pgk_standby_flushed(void)
 	return best;
 }
 
-/* Write standby.signal durably, raising an ERROR when it cannot. */
+/*
+ * Write a file of the data directory durably with content, raising an
+ * ERROR when it cannot.
+ */
 static void
-pgk_write_standby_signal(void)
+pgk_write_file(const char *path, const char *content)
 {
 	int			fd;
+	int			len = strlen(content);
 
-	fd = OpenTransientFile(STANDBY_SIGNAL_FILE, O_RDWR | O_CREAT | O_TRUNC | PG_BINARY);
+	fd = OpenTransientFile(path, O_RDWR | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", STANDBY_SIGNAL_FILE)));
-	if (pg_fsync(fd) != 0 || CloseTransientFile(fd) != 0)
+				 errmsg("could not create file \"%s\": %m", path)));
+	errno = 0;
+	if (write(fd, content, len) != len || pg_fsync(fd) != 0 || CloseTransientFile(fd) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", STANDBY_SIGNAL_FILE)));
+				 errmsg("could not write file \"%s\": %m", path)));
 	fsync_fname(".", true);
 }
 
@@ -180,7 +185,20 @@ pg_keeper_demote(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 			pg_usleep(2000L);
 		}
-		pgk_write_standby_signal();
+		{
+			struct timeval tv;
+			char		at[32];
+
+			/*
+			 * The keeper of the restarted node takes the primary role back
+			 * if no standby has taken it a while later (the command
+			 * stopped): PGK_DEMOTED_FILE says since when.
+			 */
+			gettimeofday(&tv, NULL);
+			snprintf(at, sizeof(at), INT64_FORMAT "\n", (int64) tv.tv_sec * 1000000 + tv.tv_usec);
+			pgk_write_file(PGK_DEMOTED_FILE, at);
+			pgk_write_file(STANDBY_SIGNAL_FILE, "");
+		}
 	}
 	PG_CATCH();
 	{
@@ -190,6 +208,8 @@ pg_keeper_demote(PG_FUNCTION_ARGS)
 		strlcpy(pgk_shared->guard_reason, old_reason, sizeof(pgk_shared->guard_reason));
 		pg_atomic_write_u64(&pgk_shared->commit_until, old_until);
 		SpinLockRelease(&pgk_shared->mutex);
+		unlink(PGK_DEMOTED_FILE);
+		unlink(STANDBY_SIGNAL_FILE);	/* never left for a later restart */
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

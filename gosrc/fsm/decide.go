@@ -40,6 +40,9 @@ type Observation struct {
 	// standby to promote once its primary is a standby (a switchover
 	// demoted it), within the last minute.
 	SwitchoverRequested bool
+	// DemotedFor: pg_keeper_demote() made this node a standby this long
+	// ago and no primary has appeared since (0 when it did not).
+	DemotedFor time.Duration
 
 	// Carried over from the last Decision (and, for Fenced and Armed,
 	// from the state file across restarts).
@@ -112,8 +115,13 @@ func Decide(o Observation) Decision {
 		d.Guard, d.GuardReason = primaryGuard(o, d)
 	}
 	d.State, d.Hold, d.RecheckIn = decideState(o, d)
-	if o.InRecovery && d.State == StandbyPromoting && o.Current != StandbyPromoting && switchover(o) {
-		d.Why = WhySwitchover
+	if o.InRecovery && d.State == StandbyPromoting && o.Current != StandbyPromoting {
+		switch {
+		case switchover(o):
+			d.Why = WhySwitchover
+		case takeBack(o):
+			d.Why = WhyTakeBack
+		}
 	}
 	if o.InRecovery && d.State == StandbyPromoting && o.Current != StandbyPromoting {
 		d.Guard, d.GuardReason = promotedGuard(o)
@@ -137,7 +145,7 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 		case o.Current.Role() != "standby" || !o.EverConnected,
 			o.Current == StandbyConnecting && o.Failures > 0:
 			return StandbyConnecting, "", 0 // armed only by a good check
-		case switchover(o):
+		case switchover(o), takeBack(o):
 			return StandbyPromoting, "", 0
 		case o.Failures >= o.Threshold:
 			if hold, after := PromotionHold(o); hold != "" {
@@ -198,6 +206,26 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 		return PrimaryFailing, "", 0
 	}
 	return PrimaryConnected, "", 0
+}
+
+// SwitchoverRequestLasts is how long pg_keeper_switchover_promote()'s
+// request holds; TakeBackAfter, longer, is when a demoted node whose
+// partner is still a standby takes the primary role back (the switchover
+// stopped after the demotion): the partner can no longer promote on the
+// request by then, so the two never both promote.
+const (
+	SwitchoverRequestLasts = 20 * time.Second
+	TakeBackAfter          = 30 * time.Second
+)
+
+// WhyTakeBack is why a demoted node promotes itself again.
+const WhyTakeBack = "switchover not finished: this node was demoted, and its partner is still a standby; taking the primary role back (no WAL is lost: the partner has only what this node wrote)"
+
+// takeBack reports whether a node a switchover demoted takes the primary
+// role back: its partner answered from recovery TakeBackAfter after the
+// demotion, and the node is not paused.
+func takeBack(o Observation) bool {
+	return o.DemotedFor >= TakeBackAfter && o.PartnerAnswered && o.PartnerInRecovery && !o.Paused && o.Current != StandbyConnecting
 }
 
 // WhySwitchover is why a switchover promotes a standby.

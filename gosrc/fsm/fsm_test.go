@@ -137,6 +137,14 @@ func TestDecide(t *testing.T) {
 			standby(o)
 			o.Current, o.SwitchoverRequested, o.Failures = StandbyConnected, true, 1
 		}, StandbyFailing},
+		{"a demoted node takes the primary role back when its partner is still a standby", func(o *Observation) {
+			standby(o)
+			o.Current, o.DemotedFor, o.PartnerAnswered, o.PartnerInRecovery, o.PartnerSystemID = StandbyConnected, TakeBackAfter, true, true, 1
+		}, StandbyPromoting},
+		{"a demoted node waits while its partner may still promote on the request", func(o *Observation) {
+			standby(o)
+			o.Current, o.DemotedFor, o.PartnerAnswered, o.PartnerInRecovery, o.PartnerSystemID = StandbyConnected, TakeBackAfter-time.Second, true, true, 1
+		}, StandbyConnected},
 		{"a paused standby does not switch over", func(o *Observation) {
 			standby(o)
 			o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.PartnerInRecovery, o.PartnerSystemID, o.Paused = StandbyConnected, true, true, true, 1, true
@@ -384,4 +392,9 @@ func TestASwitchoverSaysWhyItPromotes(t *testing.T) {
 	assert.Equal(t, WhySwitchover, d.Why)
 	o.Current, o.SwitchoverRequested, o.PartnerAnswered, o.Failures = StandbyFailing, false, false, 3
 	assert.Empty(t, Decide(o).Why, "a failover's why is the table's")
+}
+
+func TestAStandbyCanNoLongerPromoteOnARequestWhenTheDemotedNodeTakesBack(t *testing.T) {
+	assert.Less(t, SwitchoverRequestLasts+5*time.Second, TakeBackAfter,
+		"a request must have run out, with room for a late check, before the demoted node promotes itself")
 }

@@ -17,7 +17,7 @@ func grid(fn func(Observation)) {
 		{func(o *Observation) {}, func(o *Observation) { o.SyncConfigured = true }},
 		{func(o *Observation) {}, func(o *Observation) { o.SwitchedAsync = true }},
 		{func(o *Observation) {}, func(o *Observation) { o.Paused = true }},
-		{func(o *Observation) {}, func(o *Observation) { o.SwitchoverRequested = true }},
+		{func(o *Observation) {}, func(o *Observation) { o.SwitchoverRequested = true }, func(o *Observation) { o.DemotedFor = TakeBackAfter }},
 		{func(o *Observation) {}, func(o *Observation) { o.Fenced = "fenced before" }},
 		{ // the partner
 			func(o *Observation) {},

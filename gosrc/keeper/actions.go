@@ -132,7 +132,7 @@ func (k *Keeper) promote(d fsm.Decision) error {
 	k.saveState()
 	k.promo.askedAt = time.Now()
 	k.promo.lsn = lsn
-	k.promo.switchover = d.Why == fsm.WhySwitchover
+	k.promo.why = d.Why
 	return nil
 }
 
@@ -153,8 +153,11 @@ func (k *Keeper) finishPromotion(fsm.Decision) error {
 		PromoteLSN:  k.promo.lsn,
 		Reason:      fmt.Sprintf("%d of %d checks of the primary failed; last: %s", k.obs.Failures, k.settings.KeepaliveCount, k.history.lastReason),
 	}
-	if k.promo.switchover {
+	switch k.promo.why {
+	case fsm.WhySwitchover:
 		rec.Reason = "switchover: the operator moved the primary here (pg_keeper_go switchover); the old primary is a standby"
+	case fsm.WhyTakeBack:
+		rec.Reason = "switchover not finished: this node, demoted, took the primary role back; its partner stayed a standby"
 	}
 	local, err := k.deps.NewNode(k.settings)
 	if err != nil {

@@ -236,6 +236,7 @@ func (k *Keeper) observe(inRecovery bool) fsm.Observation {
 	o.SwitchedAsync = k.sync != nil
 	o.Paused = k.readPause()
 	o.SwitchoverRequested = inRecovery && k.switchoverRequested()
+	o.DemotedFor = k.demotedFor(inRecovery)
 	o.PromiseUntil = 0
 	if inRecovery {
 		until, err := k.host.LeaseGrants(host.GrantsRead)

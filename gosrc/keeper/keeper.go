@@ -122,12 +122,12 @@ type appliedGuard struct {
 
 // promotion is what the keeper remembers of its promotion of this node.
 type promotion struct {
-	askedAt    time.Time          // when Promote was called
-	lsn        uint64             // the last WAL position replayed before it
-	at         time.Time          // when recovery ended
-	failovers  int                // promotions since the worker started
-	switchover bool               // the last promotion was a switchover's
-	cancel     context.CancelFunc // stops finishing the last promotion (on shutdown)
+	askedAt   time.Time          // when Promote was called
+	lsn       uint64             // the last WAL position replayed before it
+	at        time.Time          // when recovery ended
+	failovers int                // promotions since the worker started
+	why       string             // Decision.Why of the last promotion (a switchover's), "" for a failover
+	cancel    context.CancelFunc // stops finishing the last promotion (on shutdown)
 	// logChecked: the failover log has a row (the keeper wrote the
 	// initial primary, or found one); it is not read again this run.
 	logChecked bool

@@ -1,14 +1,19 @@
 package keeper
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/host"
 )
 
-// Files of the operator's requests: the pause (pg_keeper_pause()) and a
-// switchover's promotion (pg_keeper_switchover_promote()).
+// The operator's requests: the pause (pg_keeper_pause()), a switchover's
+// promotion (pg_keeper_switchover_promote()) and its demotion
+// (pg_keeper_demote()'s file).
 
 // pausedTitle is added to the process title while automatic failover is
 // paused.
@@ -33,11 +38,6 @@ func (k *Keeper) readPause() bool {
 	return !since.IsZero()
 }
 
-// switchoverRequestLasts is how long pg_keeper_switchover_promote()'s
-// request holds: a switchover that did not demote the primary by then
-// has failed, and a late demotion must not promote this node.
-const switchoverRequestLasts = time.Minute
-
 // switchoverRequested reads pg_keeper_switchover_promote()'s request from
 // shared memory: true while it is less than a minute old.  A new request
 // brings the next check forward to now: the switchover waits for it.
@@ -57,7 +57,34 @@ func (k *Keeper) switchoverRequested() bool {
 		k.host.Log(host.LevelInfo, "pg_keeper_go: switchover: promotion requested; checking the primary now", "", "")
 	}
 	age := time.Since(at)
-	return age >= -time.Second && age < switchoverRequestLasts
+	return age >= -time.Second && age < fsm.SwitchoverRequestLasts
+}
+
+// demotedFile is what pg_keeper_demote() leaves in the data directory:
+// when it made this node a standby.
+const demotedFile = "pg_keeper_go.demoted"
+
+// demotedFor says how long ago a switchover demoted this standby, 0 when
+// it did not or a primary has appeared since (then the file goes).
+func (k *Keeper) demotedFor(inRecovery bool) time.Duration {
+	if k.self.dataDir == "" {
+		return 0
+	}
+	path := filepath.Join(k.self.dataDir, demotedFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	o := &k.obs
+	if !inRecovery || o.PartnerAnswered && !o.PartnerInRecovery {
+		os.Remove(path) // this node or its partner is the primary: done
+		return 0
+	}
+	us, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return fsm.TakeBackAfter // unreadable: it was demoted, long enough ago
+	}
+	return max(time.Since(time.UnixMicro(us)), time.Nanosecond)
 }
 
 // setTitle shows the keeper's state in the process title, as pg_keeper

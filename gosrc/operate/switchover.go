@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/fsm"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/pgsession"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/watch"
 )
@@ -147,7 +148,7 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 	opt.Log("%s: writes refused, restarting as a standby", p.name)
 	end, err := waitOldPrimaryInRecovery(ctx, opt.Timeout, p)
 	if err != nil {
-		res.Primary = settle(ctx, opt, p, s)
+		res.Primary = settle(ctx, opt, p, s, opt.Timeout)
 		return res, &HintError{Err: fmt.Errorf("%s did not come back as a standby: %w", p.name, err),
 			Hint: settleHint(res.Primary, p, s)}
 	}
@@ -176,7 +177,11 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 	}
 	tli, err := waitWritable(ctx, opt.Timeout, s)
 	if err != nil {
-		res.Primary = settle(ctx, opt, p, s)
+		// The request stands for a while: promoting the old primary now
+		// could make two.  If the standby does not promote, the old
+		// primary takes the role back by itself once the request is over.
+		opt.Log("%s has not taken writes; if it does not promote, %s takes the primary role back %s after its demotion", s.name, p.name, fsm.TakeBackAfter)
+		res.Primary = settle(ctx, opt, p, s, fsm.TakeBackAfter+opt.Timeout)
 		return res, &HintError{Err: fmt.Errorf("%s did not take writes: %w", s.name, err), Hint: settleHint(res.Primary, p, s)}
 	}
 	res.WriteRefused, res.Timeline, res.Primary = time.Since(start), tli, s.name
@@ -345,15 +350,16 @@ func promoteBack(ctx context.Context, opt SwitchoverOptions, p, s *switchNode) s
 	if err := run(ctx, p, "select pg_keeper_switchover_promote()"); err != nil {
 		opt.Log("asking %s to promote: %v", p.name, err)
 	}
-	return settle(ctx, opt, p, s)
+	return settle(ctx, opt, p, s, opt.Timeout)
 }
 
 // settle waits until one of the two nodes takes writes (their keepers
-// promote one when the other is gone) and returns it, "" if none does
-// within the timeout.
-func settle(ctx context.Context, opt SwitchoverOptions, p, s *switchNode) string {
+// promote one when the other is gone, and the demoted node takes the role
+// back when its partner stays a standby) and returns it, "" if none does
+// within wait.
+func settle(ctx context.Context, opt SwitchoverOptions, p, s *switchNode, wait time.Duration) string {
 	var primary string
-	_ = poll(ctx, opt.Timeout, func(ctx context.Context) error {
+	_ = poll(ctx, wait, func(ctx context.Context) error {
 		for _, n := range []*switchNode{s, p} {
 			if _, err := writable(ctx, n); err == nil {
 				primary = n.name

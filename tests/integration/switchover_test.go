@@ -236,3 +236,35 @@ func TestSwitchoverWithAWitness(t *testing.T) {
 	assert.NoError(t, err)
 	p.waitState(t, p.primary, "standby", "connected", 20*time.Second)
 }
+
+// TestADemotedPrimaryTakesBackWhenTheSwitchoverStops demotes the primary
+// as the command would and stops there (the command died): the pair must
+// not stay without a primary.  Once no request can promote the standby any
+// more, the demoted node promotes itself again, and the standby follows.
+func TestADemotedPrimaryTakesBackWhenTheSwitchoverStops(t *testing.T) {
+	p := startPair(t, nil)
+	p.primary.Exec(t, "postgres", "create table writes (id bigint primary key, node text)")
+	p.primary.Exec(t, "postgres", "insert into writes values (1, 'before')")
+	p.primary.AlterSystem(t, "primary_conninfo", pgtest.Quote(p.standby.ConnString("postgres")))
+	p.primary.Reload(t)
+	pgtest.Eventually(t, 5*time.Second, poll, func() (bool, string) {
+		v, err := p.primary.TryQueryString(t.Context(), "postgres", "show primary_conninfo")
+		return err == nil && v != "", "primary_conninfo not reloaded"
+	})
+	demoted := time.Now()
+	_, err := p.primary.TryQueryString(t.Context(), "postgres", "select pg_keeper_demote(10000)::text")
+	require.Error(t, err, "the demotion ends the connection")
+	pgtest.Eventually(t, 20*time.Second, poll, func() (bool, string) {
+		in, err := p.primary.IsInRecovery(t.Context())
+		return err == nil && in, fmt.Sprintf("the old primary is not in recovery yet: %v", err)
+	})
+	took := waitWritable(t, p.primary, demoted, 30*time.Second+failoverBound+10*time.Second)
+	t.Logf("the demoted node took the primary role back %s after the demotion", took)
+	assert.GreaterOrEqual(t, took, 30*time.Second, "not before a request to the standby has run out")
+	assert.Contains(t, p.primary.Log(), "switchover not finished: this node was demoted")
+	p.waitState(t, p.standby, "standby", "connected", 30*time.Second)
+	inRecovery, err := p.standby.IsInRecovery(t.Context())
+	require.NoError(t, err)
+	assert.True(t, inRecovery, "exactly one primary")
+	assert.Equal(t, "1", p.primary.QueryString(t, "postgres", "select count(*) from writes"))
+}
