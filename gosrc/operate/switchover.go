@@ -186,7 +186,12 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 	}
 	res.WriteRefused, res.Timeline, res.Primary = time.Since(start), tli, s.name
 	opt.Log("%s takes writes on timeline %d: writes were refused for %s", s.name, tli, res.WriteRefused.Round(time.Millisecond))
-	if err := waitStreamingFrom(ctx, opt.Timeout, p, tli); err != nil {
+	var newLSN string
+	if err := s.s.QueryRow(ctx, "select pg_current_wal_flush_lsn()::text", &newLSN); err != nil {
+		newLSN = "0/0"
+	}
+	target, _ := pglogrepl.ParseLSN(newLSN)
+	if err := waitStreamingFrom(ctx, opt.Timeout, p, tli, uint64(target)); err != nil {
 		return res, &HintError{Err: fmt.Errorf("%s does not stream from %s: %w", p.name, s.name, err),
 			Hint: "The switchover is done: " + s.name + " is the primary. See " + p.name + "'s server log; pg_keeper_go rejoin on its host makes it a standby again."}
 	}
@@ -325,19 +330,30 @@ func waitWritable(ctx context.Context, timeout time.Duration, n *switchNode) (ui
 	return tli, err
 }
 
-// waitStreamingFrom waits until n streams on timeline tli (or newer).
-func waitStreamingFrom(ctx context.Context, timeout time.Duration, n *switchNode, tli uint32) error {
+// waitStreamingFrom waits until n streams on timeline tli (or newer) and
+// has flushed the new primary's WAL up to target (where it stood when it
+// took writes): until then a crash of the new primary would leave n with
+// the new timeline's first segment partly received, which PostgreSQL
+// cannot promote from.
+func waitStreamingFrom(ctx context.Context, timeout time.Duration, n *switchNode, tli uint32, target uint64) error {
 	return poll(ctx, timeout, func(ctx context.Context) error {
-		var status string
+		var status, flushed string
 		var got int64
-		err := n.s.QueryRow(ctx, "select coalesce((select status from pg_stat_wal_receiver), ''), coalesce((select received_tli from pg_stat_wal_receiver), 0)::bigint",
-			&status, &got)
+		err := n.s.QueryRow(ctx, `select coalesce((select status from pg_stat_wal_receiver), ''),
+		        coalesce((select received_tli from pg_stat_wal_receiver), 0)::bigint,
+		        coalesce((select flushed_lsn from pg_stat_wal_receiver), '0/0')::text`, &status, &got, &flushed)
 		if err != nil {
 			n.s.Failed(err)
 			return errors.New(conninfo.ErrorLine(err))
 		}
-		if status != "streaming" || uint32(got) < tli {
+		l, err := pglogrepl.ParseLSN(flushed)
+		switch {
+		case err != nil:
+			return err
+		case status != "streaming" || uint32(got) < tli:
 			return fmt.Errorf("WAL receiver %q on timeline %d", status, got)
+		case uint64(l) < target:
+			return fmt.Errorf("it has received up to %s of the new primary's %s", l, pglogrepl.LSN(target))
 		}
 		return nil
 	})
