@@ -364,4 +364,3 @@ func (r *rejoin) choose(cd ControlData, pf primaryFacts, d Divergence) (method, 
 // primaryConninfo is what the node's primary_conninfo becomes: the
 // --primary string (it holds no password).
 func (r *rejoin) primaryConninfo() string { return r.opt.Primary }
-

@@ -381,4 +381,3 @@ func nodeConninfo(dataDir string) (string, error) {
 	}
 	return fmt.Sprintf("host='%s' port=%d dbname=postgres", strings.ReplaceAll(host, "'", `\'`), port), nil
 }
-

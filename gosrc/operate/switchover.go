@@ -292,4 +292,3 @@ func settleHint(primary string, p, s *switchNode) string {
 	}
 	return primary + " is the primary; pg_keeper_go status shows whether " + other + " streams from it (pg_keeper_go rejoin on its host makes it do so)."
 }
-
