@@ -171,15 +171,16 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 		cancel()
 	}
 	opt.Log("%s received all of it; promoting %s", s.name, s.name)
-	if err := run(ctx, s, "select pg_keeper_switchover_promote()"); err != nil {
-		res.Primary = promoteBack(ctx, opt, p, s)
-		return res, &HintError{Err: fmt.Errorf("asking %s to promote: %w", s.name, err), Hint: settleHint(res.Primary, p, s)}
+	err = run(ctx, s, "select pg_keeper_switchover_promote()")
+	var tli uint32
+	if err == nil {
+		tli, err = waitWritable(ctx, opt.Timeout, s)
 	}
-	tli, err := waitWritable(ctx, opt.Timeout, s)
 	if err != nil {
-		// The request stands for a while: promoting the old primary now
-		// could make two.  If the standby does not promote, the old
-		// primary takes the role back by itself once the request is over.
+		// The request may stand even when asking failed (an answer lost):
+		// promoting the old primary now could make two.
+		// If the standby does not promote, the old primary takes the
+		// role back by itself once a request is over.
 		opt.Log("%s has not taken writes; if it does not promote, %s takes the primary role back %s after its demotion", s.name, p.name, fsm.TakeBackAfter)
 		res.Primary = settle(ctx, opt, p, s, fsm.TakeBackAfter+opt.Timeout)
 		return res, &HintError{Err: fmt.Errorf("%s did not take writes: %w", s.name, err), Hint: settleHint(res.Primary, p, s)}
@@ -187,9 +188,11 @@ func Switchover(ctx context.Context, opt SwitchoverOptions) (SwitchoverResult, e
 	res.WriteRefused, res.Timeline, res.Primary = time.Since(start), tli, s.name
 	opt.Log("%s takes writes on timeline %d: writes were refused for %s", s.name, tli, res.WriteRefused.Round(time.Millisecond))
 	var newLSN string
-	if err := s.s.QueryRow(ctx, "select pg_current_wal_flush_lsn()::text", &newLSN); err != nil {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	if err := s.s.QueryRow(qctx, "select pg_current_wal_flush_lsn()::text", &newLSN); err != nil {
 		newLSN = "0/0"
 	}
+	cancel()
 	target, _ := pglogrepl.ParseLSN(newLSN)
 	if err := waitStreamingFrom(ctx, opt.Timeout, p, tli, uint64(target)); err != nil {
 		return res, &HintError{Err: fmt.Errorf("%s does not stream from %s: %w", p.name, s.name, err),
