@@ -21,6 +21,7 @@ type Observation struct {
 	Partner       string        // password-free summary of partner_conninfo, for messages
 	Threshold     int           // keepalive_count
 	KeepaliveTime time.Duration // keepalive_time
+	FailoverAfter time.Duration // keepalive_time x keepalive_count
 	Lease         time.Duration // how long a lease lasts
 	Margin        time.Duration // added to a lease before a standby may take over
 	Witness       bool          // a witness is configured
@@ -53,6 +54,10 @@ type Observation struct {
 	// The checks.
 	Judged         bool          // a check has completed since the server started
 	Failures       int           // partner checks failed in a row
+	// SilentFor is how long ago the last good check of the partner
+	// started, taken at the end of a failed check (0 when none failed or
+	// none ever succeeded).
+	SilentFor time.Duration
 	EverConnected  bool          // a check of the primary succeeded since the node became a standby
 	PartnerLost    bool          // a primary's last check of its standby failed or got no grant
 	WALReceiverAge time.Duration // a standby's WAL receiver: age of its last message; negative when it does not stream
@@ -73,6 +78,19 @@ type Observation struct {
 	WitnessRenewedUntil time.Duration
 	SupersededBy        string // a node registered as primary on a newer timeline (a primary's check)
 	SupersededTimeline  uint32
+}
+
+// Lost reports whether the partner is lost: keepalive_count checks of it
+// failed in a row (a crash: each is refused at once), or a check failed
+// after it had been silent for keepalive_time x keepalive_count since the
+// start of its last good check, with at least keepalive_count-1 failed
+// checks in that time (a hang or a vanished host: the last check runs into
+// its deadline at that very moment; a keeper that did not check during the
+// silence has not seen it).  Either way the keeper acts at most
+// keepalive_time x keepalive_count after the partner's last good answer.
+func (o Observation) Lost() bool {
+	return o.Failures >= o.Threshold ||
+		o.Failures > 0 && o.Failures >= o.Threshold-1 && o.FailoverAfter > 0 && o.SilentFor >= o.FailoverAfter
 }
 
 // Decision is what Decide made of an Observation.
@@ -147,7 +165,7 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 			return StandbyConnecting, "", 0 // armed only by a good check
 		case switchover(o), takeBack(o):
 			return StandbyPromoting, "", 0
-		case o.Failures >= o.Threshold:
+		case o.Lost():
 			if hold, after := PromotionHold(o); hold != "" {
 				return StandbyHeld, hold, after
 			}
@@ -167,7 +185,7 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 		switch {
 		case o.Failures == 0:
 			return PrimaryConnected, "", 0
-		case o.Failures < o.Threshold:
+		case !o.Lost():
 			return PrimaryFailing, "", 0
 		}
 		return PrimaryAlone, "", 0
@@ -183,7 +201,7 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 		return PrimaryConnected, "", 0
 	case o.SwitchedAsync:
 		return PrimaryAsync, "", 0
-	case o.Failures >= o.Threshold && o.SyncConfigured:
+	case o.Lost() && o.SyncConfigured:
 		if o.Paused {
 			if o.Current == PrimaryAlone {
 				return PrimaryAlone, PausedHold, 0
@@ -200,7 +218,7 @@ func decideState(o Observation, d Decision) (State, string, time.Duration) {
 			return PrimaryFailing, hold, 0
 		}
 		return PrimaryAsync, "", 0
-	case o.Failures >= o.Threshold:
+	case o.Lost():
 		return PrimaryAlone, "", 0
 	case o.Failures > 0:
 		return PrimaryFailing, "", 0

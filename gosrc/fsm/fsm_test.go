@@ -398,3 +398,26 @@ func TestAStandbyCanNoLongerPromoteOnARequestWhenTheDemotedNodeTakesBack(t *test
 	assert.Less(t, SwitchoverRequestLasts+5*time.Second, TakeBackAfter,
 		"a request must have run out, with room for a late check, before the demoted node promotes itself")
 }
+
+func TestAPartnerIsLostByItsCountOfFailuresOrByItsSilence(t *testing.T) {
+	pair := Observation{Threshold: 3, KeepaliveTime: 2 * time.Second, FailoverAfter: 6 * time.Second}
+	for _, c := range []struct {
+		name     string
+		failures int
+		silent   time.Duration
+		lost     bool
+	}{
+		{"no failure", 0, 0, false},
+		{"two refused checks, four seconds of silence", 2, 4 * time.Second, false},
+		{"three refused checks (a crash)", 3, 4 * time.Second, true},
+		{"two hung checks, silent for keepalive_time x keepalive_count (a hang)", 2, 6 * time.Second, true},
+		{"one failed check after a long silence: the keeper did not watch it", 1, time.Minute, false},
+		{"a good check resets the silence", 0, time.Minute, false},
+	} {
+		o := pair
+		o.Failures, o.SilentFor = c.failures, c.silent
+		assert.Equal(t, c.lost, o.Lost(), c.name)
+	}
+	one := Observation{Threshold: 1, FailoverAfter: 2 * time.Second, Failures: 1}
+	assert.True(t, one.Lost(), "keepalive_count 1: one failed check")
+}

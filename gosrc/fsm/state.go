@@ -33,9 +33,10 @@ const (
 	StandbyConnecting State = "standby:connecting"
 	// StandbyConnected: the last check of the primary succeeded.
 	StandbyConnected State = "standby:connected"
-	// StandbyFailing: 1 to keepalive_count-1 checks failed in a row.
+	// StandbyFailing: checks of the primary failed, not yet enough to call
+	// it lost (Observation.Lost).
 	StandbyFailing State = "standby:failing"
-	// StandbyHeld: keepalive_count checks failed, but promoting now could
+	// StandbyHeld: the primary is lost to the checks, but promoting now could
 	// make two primaries: the WAL receiver still streams from the primary,
 	// the lease the primary holds has not expired, or the witness does not
 	// allow it.
@@ -45,8 +46,9 @@ const (
 
 	// PrimaryConnected: the standby is reachable and streaming.
 	PrimaryConnected State = "primary:connected"
-	// PrimaryFailing: 1 to keepalive_count-1 checks of the standby failed,
-	// or more while switching to asynchronous replication is held.
+	// PrimaryFailing: checks of the standby failed, not yet enough to call
+	// it lost, or it is lost while switching to asynchronous replication is
+	// held.
 	PrimaryFailing State = "primary:failing"
 	// PrimaryAsync: the standby was lost with synchronous replication on;
 	// the keeper switched to asynchronous replication.

@@ -45,11 +45,11 @@ const (
 	whyMisconfigured  = "the settings are invalid or the partner belongs to another cluster"
 	whyPromotedByHand = "the node left recovery without the keeper"
 	whyNewPartner     = "a new partner must answer before failover is armed again"
-	whyHeld           = "keepalive_count checks failed, but the primary may still be alive: promotion waits"
-	whyPromote        = "keepalive_count checks of the primary failed in a row"
+	whyHeld           = "the primary is lost to the checks, but it may still be alive: promotion waits"
+	whyPromote        = "the primary is lost: keepalive_count checks failed in a row, or no answer for keepalive_time x keepalive_count"
 	whyRaised         = "keepalive_count was raised above the failed checks"
-	whyAlone          = "keepalive_count checks of the standby failed; replication is asynchronous, nothing to switch"
-	whyAsync          = "keepalive_count checks of the standby failed with synchronous replication on"
+	whyAlone          = "the standby is lost; replication is asynchronous, nothing to switch"
+	whyAsync          = "the standby is lost with synchronous replication on"
 	whyFence          = "the partner or the witness knows a primary on a newer timeline of this cluster"
 )
 

@@ -151,7 +151,7 @@ func (k *Keeper) finishPromotion(fsm.Decision) error {
 		OldPrimary:  k.partner,
 		NewTimeline: tli,
 		PromoteLSN:  k.promo.lsn,
-		Reason:      fmt.Sprintf("%d of %d checks of the primary failed; last: %s", k.obs.Failures, k.settings.KeepaliveCount, k.history.lastReason),
+		Reason:      fmt.Sprintf("%d of %d checks of the primary failed%s; last: %s", k.obs.Failures, k.settings.KeepaliveCount, k.silence(), k.history.lastReason),
 	}
 	switch k.promo.why {
 	case fsm.WhySwitchover:

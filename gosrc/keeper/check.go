@@ -20,12 +20,8 @@ import (
 const pauseSlack = time.Second
 
 // check runs one check of the partner (and of the witness, at the same
-// time) and writes what it learnt into the observation.  Its deadline is
-// keepalive_time, except for a check whose failure would make the keeper
-// act (the keepalive_count-th in a row): that one gets check_timeout.
-// Only that last deadline adds to the time a silent partner takes to be
-// declared lost, while the earlier checks tolerate a lost packet or two
-// (TCP retransmits after 200 ms or more).
+// time) and writes what it learnt into the observation, under the deadline
+// checkDeadline gives it.
 func (k *Keeper) check(inRecovery bool) {
 	o := &k.obs
 	o.PartnerAnswered, o.PartnerSystemID, o.PartnerInRecovery, o.PartnerTimeline = false, 0, false, 0
@@ -48,10 +44,7 @@ func (k *Keeper) check(inRecovery bool) {
 		ws   witness.Standby
 		wsAt time.Duration // when the standby's heartbeat at the witness returned
 	)
-	deadline := k.settings.KeepaliveTime
-	if o.Failures+1 >= k.settings.KeepaliveCount {
-		deadline = k.settings.CheckTimeout
-	}
+	deadline := k.checkDeadline(start)
 	_, timeline, _ := k.host.WALPosition()
 	prober, w := k.conns.prober, k.conns.witness
 	// The lease asked for, and taken: one length for both even if a
@@ -100,6 +93,11 @@ func (k *Keeper) check(inRecovery bool) {
 		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: a check took %s for a deadline of %s: the keeper was paused; the check is discarded and repeated",
 			took.Round(time.Millisecond), deadline), "", "")
 		k.sched.nextCheck = time.Now()
+		// Nobody watched the partner meanwhile: its silence counts as if
+		// it had answered one keepalive_time ago.
+		if last := time.Now().Add(-k.settings.KeepaliveTime); !k.history.lastGoodStart.IsZero() && k.history.lastGoodStart.Before(last) {
+			k.history.lastGoodStart = last
+		}
 		return
 	}
 	o.Judged = true
@@ -152,9 +150,10 @@ func (k *Keeper) check(inRecovery bool) {
 	if o.Failures > 0 {
 		k.host.Log(host.LevelDebug, fmt.Sprintf("pg_keeper_go: partner answered after %d failed checks", o.Failures), "", "")
 	}
-	o.Failures = 0
+	o.Failures, o.SilentFor = 0, 0
 	k.history.firstFailure = time.Time{}
 	k.history.lastSuccess = time.Now()
+	k.history.lastGoodStart = start
 	if inRecovery {
 		o.EverConnected = true
 	}
@@ -166,8 +165,32 @@ func (k *Keeper) countFailure(err error) {
 		k.history.firstFailure = now
 	}
 	k.obs.Failures++
+	k.obs.SilentFor = 0
+	if !k.history.lastGoodStart.IsZero() {
+		k.obs.SilentFor = now.Sub(k.history.lastGoodStart)
+	}
 	k.history.lastFailure = now
 	k.history.lastReason = conninfo.ErrorLine(err)
+}
+
+// checkDeadline is the deadline of a check starting at start:
+// keepalive_time, or less when the partner's silence would reach
+// keepalive_time x keepalive_count before: that check ends then, so that a
+// silent partner (a hang, a vanished host) is declared lost as soon as a
+// crashed one, keepalive_time x keepalive_count after the start of its
+// last good check (fsm.Observation.Lost).  When that moment has already
+// passed (the earlier checks were refused at once, or keepalive_count is 1)
+// the check gets keepalive_time again: a partner that answers slowly is
+// alive.
+func (k *Keeper) checkDeadline(start time.Time) time.Duration {
+	d := k.settings.KeepaliveTime
+	if k.history.lastGoodStart.IsZero() {
+		return d
+	}
+	if left := k.history.lastGoodStart.Add(k.settings.FailoverAfter()).Sub(start); left > 0 && left < d {
+		return max(left, minCheckTimeout)
+	}
+	return d
 }
 
 // primaryLease extends this primary's lease from what one check brought:
@@ -223,7 +246,7 @@ func (k *Keeper) observe(inRecovery bool) fsm.Observation {
 		o.ConfigError = k.configErr.Error()
 	}
 	o.Partner = k.partner
-	o.Threshold, o.KeepaliveTime = s.KeepaliveCount, s.KeepaliveTime
+	o.Threshold, o.KeepaliveTime, o.FailoverAfter = s.KeepaliveCount, s.KeepaliveTime, s.FailoverAfter()
 	o.Lease, o.Margin = s.Lease(), s.LeaseMargin()
 	o.Witness, o.Safety = s.WitnessConninfo != "", s.SplitBrainPolicy == Safety
 	o.InRecovery = inRecovery
@@ -298,6 +321,15 @@ func (k *Keeper) facts() string {
 		}
 		return fmt.Sprintf("last good check %s ago", time.Since(k.history.lastSuccess).Round(time.Millisecond))
 	}
-	return fmt.Sprintf("%d of %d checks failed in a row over %s, last: %s",
-		k.obs.Failures, k.settings.KeepaliveCount, time.Since(k.history.firstFailure).Round(time.Millisecond), k.history.lastReason)
+	return fmt.Sprintf("%d of %d checks failed in a row over %s%s, last: %s",
+		k.obs.Failures, k.settings.KeepaliveCount, time.Since(k.history.firstFailure).Round(time.Millisecond), k.silence(), k.history.lastReason)
+}
+
+// silence says how long the partner has not answered, counted from the
+// start of its last good check ("" when none succeeded).
+func (k *Keeper) silence() string {
+	if k.history.lastGoodStart.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(", no answer for %s (limit %s)", time.Since(k.history.lastGoodStart).Round(time.Millisecond), k.settings.FailoverAfter())
 }

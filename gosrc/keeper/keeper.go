@@ -109,6 +109,10 @@ type schedule struct{ lastCheck, nextCheck time.Time }
 // need, for the log and the status.
 type checkStats struct {
 	lastSuccess, lastFailure, firstFailure time.Time
+	// lastGoodStart is when the last good check of the partner started:
+	// the partner answered after it, so its silence counts from there
+	// (zero until a check succeeds, and again when the partner changes).
+	lastGoodStart time.Time
 	lastReason                             string
 	lastAnswered                           string             // last error the partner answered with, to log it once
 	standby                                probe.PrimaryCheck // a standby's last check of its primary, for the status
@@ -358,6 +362,7 @@ func (k *Keeper) reload() {
 		// A new partner must answer once before failover is armed again;
 		// check it now rather than at the next tick.
 		k.conns.stale, k.obs.EverConnected, k.obs.Failures = true, false, 0
+		k.history.lastGoodStart = time.Time{}
 		k.sched.nextCheck = time.Now()
 		if k.loop.cancelJob != nil {
 			k.loop.cancelJob()

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,7 +53,7 @@ func TestStandbyPromotesAfterKeepaliveCountFailedChecks(t *testing.T) {
 
 	require.Eventually(t, func() bool { return strings.Contains(r.host.logText(), "after_command finished") }, 5*time.Second, 5*time.Millisecond)
 	logs := r.host.logText()
-	assert.Contains(t, logs, `transition from "standby:failing" to "standby:promoting": keepalive_count checks of the primary failed in a row (3 of 3 checks failed`)
+	assert.Contains(t, logs, `transition from "standby:failing" to "standby:promoting": the primary is lost: keepalive_count checks failed in a row, or no answer for keepalive_time x keepalive_count (3 of 3 checks failed`)
 	assert.Contains(t, logs, "said-something", "after_command's output reaches the log")
 	assert.NotContains(t, logs, "Pw123456")
 	assert.Contains(t, r.host.titles, "(standby:promoting)")
@@ -135,53 +137,84 @@ func TestAPartnerThatAnswersWithAnErrorIsAlive(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(r.host.logText(), "the partner answers with an error"), "logged once")
 }
 
-func TestHungCheckEndsAtCheckTimeout(t *testing.T) {
+func TestASilentPrimaryIsLostKeepaliveTimeTimesCountAfterItsLastGoodCheck(t *testing.T) {
+	const keepalive = 200 * time.Millisecond
 	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms"})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
-	r.prober.primary.Store(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	// The primary answers at once, then hangs: every check after the
+	// switch runs into its deadline.  Record when the last good check
+	// started and the deadline of every hung one.
+	var (
+		mu        sync.Mutex
+		lastGood  time.Time
+		deadlines []time.Time
+		hung      atomic.Bool
+	)
+	r.prober.primary.Store(func(ctx context.Context) error {
+		mu.Lock()
+		if !hung.Load() {
+			lastGood = time.Now()
+			mu.Unlock()
+			return nil
+		}
+		d, _ := ctx.Deadline()
+		deadlines = append(deadlines, d)
+		mu.Unlock()
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	r.waitChecks(t, 2)
+	hung.Store(true)
 	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
-	start := time.Now()
 	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
-	// Three checks, 200 ms apart, the last one cut at 50 ms: about 0.45 s
-	// to 0.65 s; the generous upper bound only catches a missing deadline.
-	assert.Less(t, time.Since(start), 2*time.Second)
+
+	mu.Lock()
+	defer mu.Unlock()
+	// keepalive_count 3: the checks one and two keepalive_times after the
+	// last good one; the second ends three keepalive_times after it, where
+	// a crashed primary's third refused check would be.  (The keeper used
+	// to run a third check with a deadline of its own, check_timeout
+	// later.)
+	require.Len(t, deadlines, 2, "the hung checks before the promotion")
+	assert.WithinDuration(t, lastGood.Add(3*keepalive), deadlines[1], 10*time.Millisecond,
+		"the last hung check ends keepalive_time x keepalive_count after the last good one started")
+	assert.Contains(t, r.host.logText(), "2 of 3 checks failed in a row")
 }
 
 func TestASlowPartnerThatAnswersWithinKeepaliveTimeIsNotLost(t *testing.T) {
-	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms", "pg_keeper.check_timeout": "50"})
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms"})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	base := r.prober.checks.Load()
-	// Every check answers after 100 ms: later than check_timeout, sooner
-	// than keepalive_time, like a network that retransmits.
-	r.prober.primary.Store(func(ctx context.Context) error {
+	// Every check answers after 150 ms: sooner than keepalive_time, like a
+	// network that retransmits.
+	slow := func(ctx context.Context) error {
 		select {
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(150 * time.Millisecond):
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	})
+	}
+	r.prober.primary.Store(slow)
 	require.Eventually(t, func() bool { return r.prober.checks.Load()-base >= 8 }, 5*time.Second, 5*time.Millisecond)
 	st, _, promotes := r.host.snapshot()
 	assert.Zero(t, promotes)
 	assert.Equal(t, 0, st.ConsecutiveFailures)
 
-	// After keepalive_count-1 outright failures the decisive check is held
-	// to check_timeout, so the same slow answer now counts as lost.
+	// After keepalive_count-1 outright failures the third check starts
+	// when the silence has reached keepalive_time x keepalive_count: it
+	// still gets time to answer slowly, and its answer counts.
 	n := r.prober.checks.Load()
 	r.prober.primary.Store(func(ctx context.Context) error {
 		if r.prober.checks.Load()-n <= 2 {
 			return errRefused
 		}
-		select {
-		case <-time.After(100 * time.Millisecond):
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return slow(ctx)
 	})
-	r.prober.standby.Store(func(context.Context) (probe.StandbyCheck, error) { return probe.StandbyCheck{}, errRefused })
-	r.waitStatus(t, "the promotion", stateIs("primary", "alone"))
+	r.waitChecks(t, 6)
+	st, _, promotes = r.host.snapshot()
+	assert.Zero(t, promotes)
+	assert.Equal(t, 0, st.ConsecutiveFailures)
 }
 
 func TestAPausedStandbyDoesNotPromoteUntilResumed(t *testing.T) {
@@ -310,7 +343,7 @@ func TestReloadAppliesANewKeepaliveTimeAtOnce(t *testing.T) {
 }
 
 func TestShutdownIsNotDelayedByAHungCheck(t *testing.T) {
-	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "60s", "pg_keeper.check_timeout": "60000"})
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "60s"})
 	r.waitStatus(t, "the standby to connect", stateIs("standby", "connected"))
 	r.host.set("pg_keeper.keepalive_time", "10ms")
 	r.prober.primary.Store(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })

@@ -20,7 +20,6 @@ type Settings struct {
 	PartnerConninfo     string        // pg_keeper.partner_conninfo: the other node
 	KeepaliveTime       time.Duration // pg_keeper.keepalive_time: check interval and deadline
 	KeepaliveCount      int           // pg_keeper.keepalive_count: failures in a row before acting
-	CheckTimeout        time.Duration // pg_keeper.check_timeout: deadline of one check (connect and query)
 	AfterCommand        string        // pg_keeper.after_command: run after a promotion, may be empty
 	AfterCommandTimeout time.Duration // pg_keeper.after_command_timeout
 	FailoverLogDatabase string        // pg_keeper.failover_log_database: empty turns the record off
@@ -58,11 +57,10 @@ func (s Settings) LeaseMargin() time.Duration {
 	return host.LeaseMargin(s.Lease())
 }
 
-// FailoverAfter is keepalive_time x keepalive_count.  From a failure of the
-// partner to the keeper acting on it takes between FailoverAfter minus one
-// keepalive_time and FailoverAfter when the partner refuses connections
-// (a crash), and that plus CheckTimeout when it stops answering (a hang or
-// a vanished host): the decisive check must run into its deadline.
+// FailoverAfter is keepalive_time x keepalive_count: the keeper acts on a
+// lost partner at most that long after the start of its last good check,
+// whether the partner refuses connections (a crash) or stops answering (a
+// hang, a vanished host): see fsm.Observation.Lost.
 func (s Settings) FailoverAfter() time.Duration {
 	return s.KeepaliveTime * time.Duration(s.KeepaliveCount)
 }
@@ -73,8 +71,8 @@ func (s Settings) String() string {
 	if s.WitnessConninfo != "" {
 		witness = conninfo.Summary(s.WitnessConninfo)
 	}
-	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d check_timeout=%s partner=%q after_command=%t failover_log=%q witness=%q split_brain_policy=%s lease=%s create_extension=%t",
-		s.KeepaliveTime, s.KeepaliveCount, s.CheckTimeout, conninfo.Summary(s.PartnerConninfo), s.AfterCommand != "",
+	return fmt.Sprintf("keepalive_time=%s keepalive_count=%d partner=%q after_command=%t failover_log=%q witness=%q split_brain_policy=%s lease=%s create_extension=%t",
+		s.KeepaliveTime, s.KeepaliveCount, conninfo.Summary(s.PartnerConninfo), s.AfterCommand != "",
 		s.failoverLogTarget(), witness, s.SplitBrainPolicy, s.Lease(), s.CreateExtension)
 }
 
@@ -142,8 +140,7 @@ func LoadSettings(get Getter) (s Settings, warnings []string, err error) {
 	if s.AfterCommandTimeout, err = parseDuration("pg_keeper.after_command_timeout", str("after_command_timeout")); err != nil {
 		return s, warnings, err
 	}
-	s.CheckTimeout, w = checkTimeout(str("check_timeout"), s.KeepaliveTime)
-	warnings = appendNonEmpty(warnings, w)
+	warnings = appendNonEmpty(warnings, checkTimeout(str("check_timeout")))
 
 	for _, c := range []struct {
 		name, value string
@@ -250,24 +247,15 @@ func parseDuration(name, v string) (time.Duration, error) {
 	return d, nil
 }
 
-// checkTimeout reads pg_keeper.check_timeout, in milliseconds as the server
-// reports it: 0 (or anything unreadable) means a quarter of keepalive_time
-// (so that a silent partner is declared lost about keepalive_time x
-// keepalive_count after it fell silent, on median), and
-// a value above keepalive_time is capped with a warning, since a check must
-// end before the next one is due.
-func checkTimeout(v string, keepalive time.Duration) (time.Duration, string) {
-	ms, err := strconv.Atoi(strings.TrimSpace(v))
-	d := time.Duration(ms) * time.Millisecond
-	switch {
-	case err != nil || ms <= 0:
-		return max(keepalive/4, minCheckTimeout), ""
-	case d > keepalive:
-		return keepalive, fmt.Sprintf("pg_keeper.check_timeout = %s is longer than pg_keeper.keepalive_time = %s: using %s", d, keepalive, keepalive)
-	case d < minCheckTimeout:
-		return minCheckTimeout, fmt.Sprintf("pg_keeper.check_timeout = %s is too short for a check to finish: using %s", d, minCheckTimeout)
+// checkTimeout warns of pg_keeper.check_timeout, which no longer sets
+// anything: each check's deadline follows from keepalive_time and the
+// partner's silence (Keeper.checkDeadline).  0 (its default) or anything
+// unreadable says nothing.
+func checkTimeout(v string) string {
+	if ms, err := strconv.Atoi(strings.TrimSpace(v)); err != nil || ms <= 0 {
+		return ""
 	}
-	return d, ""
+	return "pg_keeper.check_timeout is ignored: a silent partner is now declared lost keepalive_time x keepalive_count after its last good answer, like a crashed one, and no check needs a shorter deadline; remove the setting"
 }
 
 // parseCount reads keepalive_count.

@@ -48,7 +48,6 @@ func TestDefaultsMatchPgKeeper(t *testing.T) {
 	assert.Empty(t, warnings)
 	assert.Equal(t, 5*time.Second, s.KeepaliveTime)
 	assert.Equal(t, 4, s.KeepaliveCount)
-	assert.Equal(t, 1250*time.Millisecond, s.CheckTimeout, "a quarter of keepalive_time by default")
 	assert.Equal(t, 20*time.Second, s.FailoverAfter())
 }
 
@@ -86,16 +85,16 @@ func TestBothSpellingsThatDisagreeAreReported(t *testing.T) {
 	assert.Equal(t, "pg_keeper.keepalive_time = 2 and pg_keeper.keepalives_time = 7 are both set and differ: using pg_keeper.keepalive_time = 2; remove one of them", warnings[0])
 }
 
-func TestCheckTimeoutIsCappedAtKeepaliveTime(t *testing.T) {
-	s, warnings, err := LoadSettings(getter(map[string]string{"pg_keeper.keepalive_time": "2", "pg_keeper.check_timeout": "5000"}))
+func TestCheckTimeoutIsIgnoredWithAWarning(t *testing.T) {
+	_, warnings, err := LoadSettings(getter(map[string]string{"pg_keeper.keepalive_time": "2", "pg_keeper.check_timeout": "500"}))
 	require.NoError(t, err)
-	assert.Equal(t, 2*time.Second, s.CheckTimeout)
 	require.Len(t, warnings, 1)
-	assert.Contains(t, warnings[0], "pg_keeper.check_timeout = 5s is longer than pg_keeper.keepalive_time = 2s")
+	assert.Contains(t, warnings[0], "pg_keeper.check_timeout is ignored")
+	assert.Contains(t, warnings[0], "remove the setting")
 
-	s, _, err = LoadSettings(getter(map[string]string{"pg_keeper.check_timeout": "800"}))
+	_, warnings, err = LoadSettings(getter(map[string]string{"pg_keeper.check_timeout": "0"}))
 	require.NoError(t, err)
-	assert.Equal(t, 800*time.Millisecond, s.CheckTimeout)
+	assert.Empty(t, warnings, "its default says nothing")
 }
 
 func TestInvalidSettingsNameTheSettingAndWhatIsAllowed(t *testing.T) {
@@ -146,14 +145,6 @@ func TestAnInvalidFailoverLogTableTurnsTheRecordOffNotTheFailover(t *testing.T) 
 	require.Len(t, warnings, 1)
 	assert.Contains(t, warnings[0], `invalid value for pg_keeper.failover_log_table "x; drop table y": is not a table name`)
 	assert.Contains(t, warnings[0], "failover stays armed")
-}
-
-func TestACheckTimeoutTooShortForACheckIsRaised(t *testing.T) {
-	s, warnings, err := LoadSettings(getter(map[string]string{"pg_keeper.check_timeout": "1"}))
-	require.NoError(t, err)
-	assert.Equal(t, minCheckTimeout, s.CheckTimeout)
-	require.Len(t, warnings, 1)
-	assert.Equal(t, "pg_keeper.check_timeout = 1ms is too short for a check to finish: using 10ms", warnings[0])
 }
 
 func TestAFailoverAfterHoursIsWarned(t *testing.T) {
