@@ -24,6 +24,8 @@ var (
 		"Checks of the partner that failed in a row.", nil, nil)
 	descFailovers = prometheus.NewDesc("pg_keeper_failovers_total",
 		"Promotions made by this keeper since the worker started.", nil, nil)
+	descHedged = prometheus.NewDesc("pg_keeper_hedged_answers_total",
+		"Checks of the primary answered only over a second connection, opened when the first had no answer halfway to the deadline.", nil, nil)
 	descLastFailover = prometheus.NewDesc("pg_keeper_last_failover_timestamp_seconds",
 		"Unix time of the newest failover known to the node, 0 if none.", nil, nil)
 	descLastSuccess = prometheus.NewDesc("pg_keeper_last_successful_check_timestamp_seconds",
@@ -83,7 +85,7 @@ type snapshotCollector struct{ s *Server }
 
 // Describe sends the descriptors of every metric Collect may send.
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descAge, descRole, descState, descFailedChecks, descFailovers,
+	for _, d := range []*prometheus.Desc{descUp, descAge, descRole, descState, descFailedChecks, descFailovers, descHedged,
 		descLastFailover, descLastSuccess, descFenced, descPaused, descWritable, descStreaming, descLag, descTimeline, descConfigError,
 		descLagBytes, descGuard, descLeaseLeft, descHeld, descKeepaliveTime, descKeepaliveCount} {
 		ch <- d
@@ -120,6 +122,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descFailedChecks, float64(snap.ConsecutiveFailures))
 	send(ch, descFailovers, prometheus.CounterValue, float64(snap.Failovers))
+	send(ch, descHedged, prometheus.CounterValue, float64(snap.HedgedAnswers))
 	gauge(descLastFailover, unix(snap.LastFailoverAt))
 	gauge(descLastSuccess, unix(snap.LastSuccess))
 	gauge(descFenced, b2f(snap.Fenced))

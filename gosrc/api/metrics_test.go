@@ -60,7 +60,7 @@ func TestMetricsParseAndReportTheSnapshot(t *testing.T) {
 	assert.NotContains(t, fams, "pg_keeper_role")
 
 	snap := primarySnap()
-	snap.State, snap.ConsecutiveFailures, snap.Failovers = "failing", 2, 3
+	snap.State, snap.ConsecutiveFailures, snap.Failovers, snap.HedgedAnswers = "failing", 2, 3, 5
 	s.Update(snap)
 	s.ObserveCheck(3*time.Millisecond, true)
 	s.ObserveCheck(30*time.Millisecond, true)
@@ -77,6 +77,7 @@ func TestMetricsParseAndReportTheSnapshot(t *testing.T) {
 	assert.Equal(t, 2.0, value(t, fams, "pg_keeper_consecutive_failed_checks"))
 	assert.Equal(t, dto.MetricType_COUNTER, fams["pg_keeper_failovers_total"].GetType())
 	assert.Equal(t, 3.0, value(t, fams, "pg_keeper_failovers_total"))
+	assert.Equal(t, 5.0, value(t, fams, "pg_keeper_hedged_answers_total"))
 	assert.Equal(t, float64(t0.Add(-time.Hour).Unix()), value(t, fams, "pg_keeper_last_failover_timestamp_seconds"))
 	assert.Equal(t, float64(t0.Add(-time.Second).Unix()), value(t, fams, "pg_keeper_last_successful_check_timestamp_seconds"))
 	assert.Equal(t, 0.0, value(t, fams, "pg_keeper_fenced"))

@@ -52,12 +52,12 @@ type Observation struct {
 	Armed        bool   // a standby that can grant leases has followed this primary since it became primary
 
 	// The checks.
-	Judged         bool          // a check has completed since the server started
-	Failures       int           // partner checks failed in a row
+	Judged   bool // a check has completed since the server started
+	Failures int  // partner checks failed in a row
 	// SilentFor is how long ago the last good check of the partner
 	// started, taken at the end of a failed check (0 when none failed or
 	// none ever succeeded).
-	SilentFor time.Duration
+	SilentFor      time.Duration
 	EverConnected  bool          // a check of the primary succeeded since the node became a standby
 	PartnerLost    bool          // a primary's last check of its standby failed or got no grant
 	WALReceiverAge time.Duration // a standby's WAL receiver: age of its last message; negative when it does not stream

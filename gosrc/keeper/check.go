@@ -119,6 +119,9 @@ func (k *Keeper) check(inRecovery bool) {
 	partner := sc.Partner
 	if inRecovery {
 		partner = pc.Partner
+		if pc.HedgeAnswered {
+			k.history.hedgedAnswers++
+		}
 		o.WALReceiverAge, o.WALReceiverErr, k.history.standby = pc.WALReceiverAge, conninfo.ErrorLine(pc.WALReceiverErr), pc
 		k.logOnce("walreceiver", conninfo.ErrorLine(pc.WALReceiverErr), host.LevelWarning, "pg_keeper_go: cannot read the WAL receiver: ",
 			"The role of pg_keeper.my_conninfo needs pg_read_all_stats (or superuser) to see pg_stat_wal_receiver.")

@@ -113,9 +113,10 @@ type checkStats struct {
 	// the partner answered after it, so its silence counts from there
 	// (zero until a check succeeds, and again when the partner changes).
 	lastGoodStart time.Time
-	lastReason                             string
-	lastAnswered                           string             // last error the partner answered with, to log it once
-	standby                                probe.PrimaryCheck // a standby's last check of its primary, for the status
+	hedgedAnswers int // checks answered over the second connection (probe.PrimaryCheck.HedgeAnswered)
+	lastReason    string
+	lastAnswered  string             // last error the partner answered with, to log it once
+	standby       probe.PrimaryCheck // a standby's last check of its primary, for the status
 }
 
 // appliedGuard is the write guard last set in shared memory.

@@ -33,6 +33,7 @@ func (k *Keeper) snapshot() status.Snapshot {
 		Fenced:              k.guard.mode == host.GuardFenced || k.obs.Fenced != "",
 		FenceReason:         k.obs.Fenced,
 		Failovers:           k.promo.failovers,
+		HedgedAnswers:       k.history.hedgedAnswers,
 		LastFailoverAt:      k.promo.at,
 		PromotionHeld:       k.hold,
 		Paused:              !k.pausedSince.IsZero(),

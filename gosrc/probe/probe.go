@@ -86,6 +86,9 @@ type PrimaryCheck struct {
 	// pg_stat_replication ("sync", "quorum", "potential", "async"), ""
 	// when the primary did not answer or does not list it.
 	SyncState string
+	// HedgeAnswered: the primary's answer came over the second connection
+	// of a hedged check (the first got none halfway to the deadline).
+	HedgeAnswered bool
 }
 
 // StandbyCheck is what a primary learns from one check of its standby.
@@ -124,7 +127,10 @@ func (e *AnsweredError) Unwrap() error { return e.Err }
 // Its methods must not be called concurrently.
 type Prober struct {
 	partner *pgsession.Session
-	local   *pgsession.Session
+	// hedge is a second session to the partner, for a standby's check
+	// that gets no answer halfway to its deadline (hedged).
+	hedge *pgsession.Session
+	local *pgsession.Session
 	// grant is the call that asks the standby for a lease, "" until a
 	// check found a pg_keeper_grant_lease() this role may run there.
 	grant string
@@ -140,11 +146,15 @@ func New(partnerConninfo, myConninfo, sessionToken string) (*Prober, error) {
 	if err != nil {
 		return nil, err
 	}
+	hedge, err := pgsession.New(partnerConninfo, pgsession.ApplicationName)
+	if err != nil {
+		return nil, err
+	}
 	local, err := pgsession.NewOwn(myConninfo, sessionToken)
 	if err != nil {
 		return nil, err
 	}
-	return &Prober{partner: partner, local: local}, nil
+	return &Prober{partner: partner, hedge: hedge, local: local}, nil
 }
 
 // startedAt is when the server's postmaster started, in Unix microseconds:
@@ -187,6 +197,17 @@ const primaryFacts = partnerFacts + `,
 // queryPartner runs sql (partnerFacts, optionally with more columns) on
 // the partner with its arguments and fills p.
 func (p *Prober) queryPartner(ctx context.Context, sql string, args []any, extra ...any) (Partner, error) {
+	pt, started, err := askPartner(ctx, p.partner, sql, args, extra...)
+	if err != nil {
+		return pt, err
+	}
+	p.recognize(ctx, &pt, started)
+	return pt, nil
+}
+
+// askPartner runs sql (partnerFacts, optionally with more columns) on s;
+// it also returns when the partner's postmaster started.
+func askPartner(ctx context.Context, s *pgsession.Session, sql string, args []any, extra ...any) (Partner, int64, error) {
 	var (
 		pt       Partner
 		sysid    int64
@@ -194,18 +215,23 @@ func (p *Prober) queryPartner(ctx context.Context, sql string, args []any, extra
 		started  int64
 	)
 	dest := append([]any{&pt.InRecovery, &sysid, &timeline, &started}, extra...)
-	if err := classify(p.partner.QueryRowArgs(ctx, sql, args, dest...)); err != nil {
-		return pt, err
+	if err := classify(s.QueryRowArgs(ctx, sql, args, dest...)); err != nil {
+		return pt, 0, err
 	}
 	pt.Answered = true
 	pt.SystemIdentifier = uint64(sysid) // pg_control_system() shows it as a signed bigint
 	pt.Timeline = uint32(timeline)
+	return pt, started, nil
+}
+
+// recognize tells whether the partner that started at started is this
+// very server.
+func (p *Prober) recognize(ctx context.Context, pt *Partner, started int64) {
 	if p.selfStarted == 0 {
 		// Once: this server's start, for as long as this keeper runs in it.
 		_ = p.local.QueryRow(ctx, "select "+startedAt, &p.selfStarted)
 	}
 	pt.IsThisServer = p.selfStarted != 0 && started == p.selfStarted
-	return pt, nil
 }
 
 // CheckPrimary is a standby's check: the primary answers a query and tells
@@ -233,9 +259,29 @@ func (p *Prober) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
 	if appName == "" {
 		appName = "walreceiver" // PostgreSQL's fallback without cluster_name
 	}
-	var err error
-	pc.Partner, err = p.queryPartner(ctx, primaryFacts, []any{appName}, &primaryLSN, &syncState)
+	// The primary's answer decides a failover: a question lost on the way
+	// is asked again over a second connection (hedged).
+	type answer struct {
+		pt        Partner
+		started   int64
+		lsn       int64
+		syncState string
+	}
+	a, second, err := hedged(ctx, p.partner, p.hedge, func(ctx context.Context, s *pgsession.Session) (answer, error) {
+		a := answer{lsn: -1}
+		var err error
+		a.pt, a.started, err = askPartner(ctx, s, primaryFacts, []any{appName}, &a.lsn, &a.syncState)
+		return a, err
+	})
+	if second {
+		// The second session answered: it becomes the first, and the
+		// first (cancelled, hence closed) becomes the spare.
+		p.partner, p.hedge = p.hedge, p.partner
+		pc.HedgeAnswered = true
+	}
+	pc.Partner, primaryLSN, syncState = a.pt, a.lsn, a.syncState
 	if err == nil {
+		p.recognize(ctx, &pc.Partner, a.started)
 		pc.SyncState = syncState
 		if primaryLSN >= 0 && replayed >= 0 {
 			pc.ReplayLagBytes = max(primaryLSN-replayed, 0)
@@ -366,4 +412,4 @@ func (p *Prober) CheckStandby(ctx context.Context, lease time.Duration, armed bo
 }
 
 // Close closes both sessions.
-func (p *Prober) Close() { pgsession.CloseAll(p.partner, p.local) }
+func (p *Prober) Close() { pgsession.CloseAll(p.partner, p.hedge, p.local) }

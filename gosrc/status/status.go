@@ -97,6 +97,11 @@ type Snapshot struct {
 	// Failovers is the number of promotions this keeper made since the
 	// worker started; it only grows (pg_keeper_failovers_total).
 	Failovers int `json:"failovers"`
+	// HedgedAnswers is the number of a standby's checks of its primary
+	// that got their answer only over a second connection, opened when
+	// the first had none halfway to the deadline (a lossy network); it
+	// only grows (pg_keeper_hedged_answers_total).
+	HedgedAnswers int `json:"hedged_answers"`
 	// LastFailoverAt is the time of the newest failover known to the node
 	// (its own promotion since the worker started; the command's status
 	// reads failover_log for the history).
