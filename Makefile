@@ -109,7 +109,7 @@ install-cli: $(CLI)
 	$(MKDIR_P) '$(DESTDIR)$(CLI_DIR)'
 	$(INSTALL_PROGRAM) $(CLI) '$(DESTDIR)$(CLI_DIR)/pg_keeper_go'
 
-.PHONY: deps test test-unit test-integration vet bench bench-local bench-lease bench-operate demo demo-stop
+.PHONY: deps test test-unit test-integration vet bench bench-local bench-lease bench-lossy bench-operate demo demo-stop
 
 # Installs what the build and the tests need on Debian (as root).
 deps:
@@ -151,6 +151,13 @@ bench-local: install
 # pair: results/lease-cost.md.
 bench-lease: install
 	$(GO) test -v -count=1 -timeout 30m -run '^TestLeaseCost$$' ./tests/bench -args -bench.lease.rounds=6 -bench.lease.duration=10s -bench.lease.out=$(CURDIR)/results/lease-cost.md
+
+# 20 % packet loss between a local standby and its primary for
+# LOSSY_DURATION: no false failover, and how close the keeper came:
+# results/lossy.md.
+LOSSY_DURATION ?= 5m
+bench-lossy: install
+	$(GO) test -v -count=1 -timeout 60m -run '^TestLossyLink$$' ./tests/bench -args -bench.lossy.duration=$(LOSSY_DURATION) -bench.lossy.out=$(CURDIR)/results/lossy.md
 
 # How long a switchover refuses writes and a rejoin by pg_rewind takes, on
 # local PostgreSQL 15 pairs: results/operate.md (OPERATE_RUNS runs).

@@ -197,8 +197,8 @@ pgk_define_settings(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_keeper.check_timeout",
-							"Deadline of the check that would make the keeper act (connect and query together).",
-							"0 means a quarter of pg_keeper.keepalive_time; larger values are capped at keepalive_time.",
+							"Ignored: kept so that configurations that set it still load.",
+							"A check's deadline follows from pg_keeper.keepalive_time; a silent partner is declared lost keepalive_time x keepalive_count after its last good answer.",
 							&pgk_check_timeout, 0, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);

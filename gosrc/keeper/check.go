@@ -151,7 +151,7 @@ func (k *Keeper) check(inRecovery bool) {
 		return
 	}
 	if o.Failures > 0 {
-		k.host.Log(host.LevelDebug, fmt.Sprintf("pg_keeper_go: partner answered after %d failed checks", o.Failures), "", "")
+		k.host.Log(host.LevelInfo, fmt.Sprintf("pg_keeper_go: the partner answered again after %d failed checks%s", o.Failures, k.silence()), "", "")
 	}
 	o.Failures, o.SilentFor = 0, 0
 	k.history.firstFailure = time.Time{}

@@ -240,25 +240,10 @@ func (p *Prober) recognize(ctx context.Context, pt *Partner, started int64) {
 func (p *Prober) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
 	pc := PrimaryCheck{ReplayLagBytes: -1}
 	var (
-		age, lag   float64
-		replayed   int64 = -1
-		archive    bool
-		appName    string
 		primaryLSN int64 = -1
 		syncState  string
 	)
-	if err := p.local.QueryRow(ctx, walReceiverAge, &age, &lag, &replayed, &archive, &appName); err != nil {
-		pc.WALReceiverAge, pc.WALReceiverErr = -1, fmt.Errorf("local node: %w", err)
-	} else if age == -2 {
-		pc.WALReceiverAge, pc.WALReceiverErr = -1, errors.New("pg_stat_wal_receiver hides its status from the role of pg_keeper.my_conninfo")
-	} else {
-		pc.WALReceiverAge = time.Duration(age * float64(time.Second))
-		pc.ReplayLag = time.Duration(max(lag, 0) * float64(time.Second))
-		pc.ReplicationState = replicationState(pc.WALReceiverAge >= 0, archive)
-	}
-	if appName == "" {
-		appName = "walreceiver" // PostgreSQL's fallback without cluster_name
-	}
+	replayed, appName := p.readWALReceiver(ctx, &pc)
 	// The primary's answer decides a failover: a question lost on the way
 	// is asked again over a second connection (hedged).
 	type answer struct {
@@ -286,8 +271,49 @@ func (p *Prober) CheckPrimary(ctx context.Context) (PrimaryCheck, error) {
 		if primaryLSN >= 0 && replayed >= 0 {
 			pc.ReplayLagBytes = max(primaryLSN-replayed, 0)
 		}
+		return pc, nil
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		// The check may have run into its deadline: what the WAL receiver
+		// said at its start is that much older now, and a promotion is
+		// decided on this check's end.  Read it again, under a deadline of
+		// its own.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rereadTimeout)
+		p.readWALReceiver(rctx, &pc)
+		cancel()
 	}
 	return pc, err
+}
+
+// rereadTimeout bounds reading this node's WAL receiver again at the end
+// of a failed check: a local query, well within the second after which the
+// keeper would take the check for a pause.
+const rereadTimeout = 250 * time.Millisecond
+
+// readWALReceiver reads this standby's WAL receiver into pc; it returns
+// the replay position (-1 when unknown) and the application name the WAL
+// receiver shows the primary.
+func (p *Prober) readWALReceiver(ctx context.Context, pc *PrimaryCheck) (int64, string) {
+	var (
+		age, lag float64
+		replayed int64 = -1
+		archive  bool
+		appName  string
+	)
+	pc.WALReceiverErr = nil
+	if err := p.local.QueryRow(ctx, walReceiverAge, &age, &lag, &replayed, &archive, &appName); err != nil {
+		pc.WALReceiverAge, pc.WALReceiverErr = -1, fmt.Errorf("local node: %w", err)
+	} else if age == -2 {
+		pc.WALReceiverAge, pc.WALReceiverErr = -1, errors.New("pg_stat_wal_receiver hides its status from the role of pg_keeper.my_conninfo")
+	} else {
+		pc.WALReceiverAge = time.Duration(age * float64(time.Second))
+		pc.ReplayLag = time.Duration(max(lag, 0) * float64(time.Second))
+		pc.ReplicationState = replicationState(pc.WALReceiverAge >= 0, archive)
+	}
+	if appName == "" {
+		appName = "walreceiver" // PostgreSQL's fallback without cluster_name
+	}
+	return replayed, appName
 }
 
 // replicationState names how a standby gets its WAL, as Patroni does.

@@ -108,7 +108,7 @@ func writeBenchReport(dir string) error {
 	sort.Strings(files)
 	target := (keepaliveTime*keepaliveCount + 300*time.Millisecond).Seconds()
 	var md strings.Builder
-	fmt.Fprintf(&md, "# Failover benchmark (Docker)\n\nkeepalive_time = %s, keepalive_count = %d, check_timeout = default (a quarter of keepalive_time); the fault at a random phase of the check cycle. "+
+	fmt.Fprintf(&md, "# Failover benchmark (Docker)\n\nkeepalive_time = %s, keepalive_count = %d; the fault at a random phase of the check cycle. "+
 		"Times in seconds from the fault, min / median / max. Target: median fault → writable within %.1f s.\n\n", keepaliveTime, keepaliveCount, target)
 	md.WriteString("| major | fault | runs | fault → detected | fault → promoted | fault → writable |\n|---|---|---|---|---|---|\n")
 	var clients strings.Builder

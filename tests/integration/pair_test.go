@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -138,7 +139,8 @@ func checkFailoverRecorded(t *testing.T, p *pair) {
 	assert.Equal(t, host, parts[0], "failover_log.host")
 	assert.Equal(t, "2", parts[1], "failover_log.new_timeline")
 	assert.Contains(t, parts[2], fmt.Sprintf("port=%d", p.primary.Port), "failover_log.old_primary")
-	assert.Contains(t, parts[3], "3 of 3 checks", "failover_log.reason")
+	// A crash: 3 refused checks; a hang: 2 hung ones and the silence.
+	assert.Regexp(t, `^[23] of 3 checks of the primary failed, no answer for [0-9.]+m?s \(limit 3s\); last: `, parts[3], "failover_log.reason")
 
 	pgtest.Eventually(t, 10*time.Second, poll, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -176,8 +178,20 @@ func TestStandbyPromotesWhenPrimaryHangs(t *testing.T) {
 	took := waitWritable(t, p.standby, fault, failoverBound)
 	t.Logf("hang (SIGSTOP): standby writable %s after the fault (bound %s)", took, failoverBound)
 	checkFailoverRecorded(t, p)
-	// The decisive check ran into its deadline: the transition says so.
-	assert.Regexp(t, `transition from "standby:(failing|held)" to "standby:promoting": [^\n]*last: [^\n]*(timeout|deadline exceeded)`, p.standby.Log())
+	// The decisive check ran into its deadline: the transition says so,
+	// and that it came when the primary had been silent for keepalive_time
+	// x keepalive_count since its last good check (not a check later: the
+	// WAL receiver is read again at the check's end).
+	log := p.standby.Log()
+	assert.Regexp(t, `transition from "standby:(failing|held)" to "standby:promoting": [^\n]*last: [^\n]*(timeout|deadline exceeded)`, log)
+	m := regexp.MustCompile(`to "standby:promoting": [^\n]*no answer for ([0-9.]+m?s) \(limit ([0-9.]+m?s)\)`).FindStringSubmatch(log)
+	require.NotNil(t, m, "the transition says how long the primary was silent")
+	silent, err := time.ParseDuration(m[1])
+	require.NoError(t, err)
+	limit, err := time.ParseDuration(m[2])
+	require.NoError(t, err)
+	assert.Equal(t, keepaliveTime*keepaliveCount, limit)
+	assert.Less(t, silent, limit+keepaliveTime/4, "decided at keepalive_time x keepalive_count of silence, not a check later")
 }
 
 // startPairWithAfterCommand is startPair with after_command set on the
