@@ -101,6 +101,8 @@ func hedgedAnswers(t *testing.T, api string) string {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	m := regexp.MustCompile(`(?m)^pg_keeper_hedged_answers_total (\d+)`).FindSubmatch(body)
-	require.NotNil(t, m, "pg_keeper_hedged_answers_total in /metrics")
+	if m == nil {
+		return "-" // a build before the second connection
+	}
 	return string(m[1])
 }
