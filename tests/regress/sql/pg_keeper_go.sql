@@ -10,7 +10,7 @@ FROM pg_extension WHERE extname = 'pg_keeper_go';
 SELECT p.oid::regprocedure AS function, obj_description(p.oid, 'pg_proc') IS NOT NULL AS has_comment
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_keeper_go'
-ORDER BY p.proname;
+ORDER BY p.proname, p.oid::regprocedure::text COLLATE "C";
 
 -- one row, from the running keeper; no password in any column
 SELECT count(*) FROM pg_keeper_status();
@@ -129,5 +129,5 @@ SELECT role, guard FROM pg_keeper_status();
 SELECT p.oid::regprocedure AS function
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_keeper_go'
-ORDER BY p.proname;
+ORDER BY p.proname, p.oid::regprocedure::text COLLATE "C";
 DROP EXTENSION pg_keeper_go;
