@@ -24,6 +24,7 @@ var (
 	lossyFor     = flag.Duration("bench.lossy.duration", 0, "how long the standby's checks cross a lossy link (0 skips it)")
 	lossyPercent = flag.Int("bench.lossy.percent", 20, "packets dropped on the link, in percent, each way")
 	lossyOut     = flag.String("bench.lossy.out", "", "also write the Markdown report to this file")
+	lossyLabel   = flag.String("bench.lossy.label", "", "what is measured, for the report's title (a build, a setting)")
 )
 
 // streakEnd is the keeper's line when the partner answers after failed
@@ -31,8 +32,9 @@ var (
 var streakEnd = regexp.MustCompile(`answered again after (\d+) failed checks, no answer for ([0-9.]+[a-zµ]+)`)
 
 // TestLossyLink drops a share of the packets between the standby and its
-// primary (both ways, nftables on loopback) for a while: the standby must
-// not promote.  It reports how close the keeper came: the failed-check
+// primary (both ways, nftables on loopback) for a while; the standby should
+// not promote (a promotion ends the run and is reported).  It reports how
+// close the keeper came: the failed-check
 // streaks, the longest silence against keepalive_time x keepalive_count,
 // and the checks a second connection saved.
 func TestLossyLink(t *testing.T) {
@@ -59,8 +61,14 @@ func TestLossyLink(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("nft", "delete", "table", "inet", table).Run() })
 
 	start := time.Now()
+	falseFailover := "0"
 	pgtest.Eventually(t, *lossyFor+time.Minute, time.Second, func() (bool, string) {
-		require.NotContains(t, standby.Log(), `to "standby:promoting"`, "a false failover under packet loss")
+		if strings.Contains(standby.Log(), `to "standby:promoting"`) {
+			// Reported, not failed: the benchmark compares builds and
+			// loss rates, some of which do fail over.
+			falseFailover = fmt.Sprintf("1, after %s", time.Since(start).Round(time.Second))
+			return true, ""
+		}
 		return time.Since(start) >= *lossyFor, ""
 	})
 	require.NoError(t, exec.Command("nft", "delete", "table", "inet", table).Run())
@@ -76,11 +84,11 @@ func TestLossyLink(t *testing.T) {
 		longest, most = max(longest, d), max(most, n)
 	}
 	limit := *keepalive * time.Duration(*count)
-	report := fmt.Sprintf("# Lossy link\n\nPostgreSQL %d, keepalive_time = %s, keepalive_count = %d (the keeper acts after %s without an answer). "+
+	report := fmt.Sprintf("# Lossy link%s\n\nPostgreSQL %d, keepalive_time = %s, keepalive_count = %d (the keeper acts after %s without an answer). "+
 		"%d %% of the packets between the standby and its primary dropped each way (nftables on loopback) for %s.\n\n"+
 		"| false failovers | failed-check streaks | most failed checks in a row | longest silence | checks answered over the second connection |\n|---|---|---|---|---|\n"+
-		"| 0 | %d | %d | %s | %s |\n",
-		in.Major, *keepalive, *count, limit, *lossyPercent, *lossyFor, len(streaks), most, longest.Round(time.Millisecond), hedgedAnswers(t, api))
+		"| %s | %d | %d | %s | %s |\n",
+		label(), in.Major, *keepalive, *count, limit, *lossyPercent, *lossyFor, falseFailover, len(streaks), most, longest.Round(time.Millisecond), hedgedAnswers(t, api))
 	fmt.Println("\n" + report)
 	if *lossyOut != "" {
 		require.NoError(t, os.MkdirAll(filepath.Dir(*lossyOut), 0o755))
@@ -105,4 +113,11 @@ func hedgedAnswers(t *testing.T, api string) string {
 		return "-" // a build before the second connection
 	}
 	return string(m[1])
+}
+
+func label() string {
+	if *lossyLabel == "" {
+		return ""
+	}
+	return ": " + *lossyLabel
 }
