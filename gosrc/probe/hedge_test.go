@@ -94,29 +94,25 @@ func TestAHedgedCheckWithNoAnswerFailsWithTheFirstError(t *testing.T) {
 	assert.Zero(t, running)
 
 	// The second fails, the first still answers in time.
-	late := func(ctx context.Context) (string, error) {
-		select {
-		case <-time.After(150 * time.Millisecond):
-			return "first", nil
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
-	}
-	v, won, err, _, _ := runHedged(t, late, refused)
+	v, won, err, _, _ := runHedged(t, after(150*time.Millisecond, "first", nil), refused)
 	require.NoError(t, err)
 	assert.Equal(t, "first", v)
 	assert.False(t, won)
 
 	// The first fails after the second started: its error is the result
 	// when the second finds no answer either.
-	early := func(ctx context.Context) (string, error) {
+	_, _, err, _, _ = runHedged(t, after(150*time.Millisecond, "", errRefusedHere), hangs)
+	assert.ErrorIs(t, err, errRefusedHere)
+}
+
+// after answers v and err after d, unless the attempt is cancelled first.
+func after(d time.Duration, v string, err error) behaviour {
+	return func(ctx context.Context) (string, error) {
 		select {
-		case <-time.After(150 * time.Millisecond):
-			return "", errRefusedHere
+		case <-time.After(d):
+			return v, err
 		case <-ctx.Done():
 			return "", ctx.Err()
 		}
 	}
-	_, _, err, _, _ = runHedged(t, early, hangs)
-	assert.ErrorIs(t, err, errRefusedHere)
 }
