@@ -9,13 +9,15 @@
 #   make demo            the demo cluster in Docker (make demo-local: without)
 #   make test            the README's test command (make test-matrix: every major)
 #   make bench           the failover benchmark in Docker, every major
+#   make bench-peers     pg_keeper_go next to Patroni, pg_auto_failover and
+#                        repmgr in Docker (hours: results/peers.md)
 #
 # PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config selects another major (for
 # the Docker targets too, or PG_MAJOR=NN alone); GO=/path/to/go another Go.
 
 # Install the dependencies first for the goals a fresh machine starts with
 # (the checks below would stop the build otherwise).
-ifneq ($(filter test deps demo test-matrix bench images deb,$(MAKECMDGOALS)),)
+ifneq ($(filter test deps demo test-matrix bench bench-peers images deb,$(MAKECMDGOALS)),)
 $(shell ./scripts/install-deps.sh >&2)
 endif
 
@@ -32,7 +34,7 @@ $(error PostgreSQL $(PG_MAJOR) server headers not found: install the Debian pack
 endif
 # What else the server headers include (gssapi: libkrb5-dev; openssl:
 # libssl-dev) and Go are named before anything compiles, all at once.
-COMPILE_GOALS = $(filter-out clean distclean deps demo demo-stop images image-% deb deb-% regress test-matrix bench,$(or $(MAKECMDGOALS),all))
+COMPILE_GOALS = $(filter-out clean distclean deps demo demo-stop images image-% deb deb-% regress test-matrix bench bench-peers peer-images,$(or $(MAKECMDGOALS),all))
 ifneq ($(COMPILE_GOALS),)
 MISSING_BUILD_DEPS := $(shell ./scripts/check-build-deps.sh $(PG_CONFIG) "$(shell $(PG_CONFIG) --cc)")
 ifneq ($(MISSING_BUILD_DEPS),)
@@ -141,6 +143,33 @@ bench: $(addprefix image-,$(BENCH_MAJORS))
 	for m in $(BENCH_MAJORS); do \
 	  PG_MAJOR=$$m $(GO) test -count=1 -timeout 60m -run '^TestBench$$' ./tests/docker -args -bench.runs=$(BENCH_RUNS) || exit 1; \
 	done
+
+# pg_keeper_go next to Patroni, pg_auto_failover and repmgr on PostgreSQL
+# 15 (tests/docker/peers_test.go): results/peers.md and results/peers.png.
+# PEERS_RUNS runs per tool, setting and fault; PEERS_TOOLS, PEERS_SETTINGS
+# and PEERS_FAULTS narrow it (comma-separated); PEERS_LOSS and PEERS_IDLE
+# are the packet-loss and idle windows (0 skips them).  Runs add to
+# results/peers/*.json: remove them to start over.
+PEERS_RUNS     ?= 3
+PEERS_TOOLS    ?= pg_keeper_go,patroni,pgaf,repmgr
+PEERS_SETTINGS ?= defaults,tuned
+PEERS_FAULTS   ?= crash,kill,hang,vanish,isolate
+PEERS_LOSS     ?= 3m
+PEERS_IDLE     ?= 1m
+.PHONY: bench-peers peer-images
+bench-peers: image-15 peer-images
+	$(GO) test -v -count=1 -timeout 24h -run '^TestPeers$$' ./tests/docker -args -peers.runs=$(PEERS_RUNS) \
+	  -peers.tools=$(PEERS_TOOLS) -peers.settings=$(PEERS_SETTINGS) -peers.faults=$(PEERS_FAULTS) \
+	  -peers.loss=$(PEERS_LOSS) -peers.idle=$(PEERS_IDLE)
+
+# The peers' images, from Debian bookworm's packages (docker/peers/*/):
+# built only by bench-peers.
+peer-images:
+	@docker/base-image.sh bookworm
+	docker build -q --force-rm --target etcd -t pg_keeper_go-peer-patroni:etcd -f docker/peers/patroni/Dockerfile docker/peers/patroni >/dev/null
+	docker build -q --force-rm --target node -t pg_keeper_go-peer-patroni:node -f docker/peers/patroni/Dockerfile docker/peers/patroni >/dev/null
+	docker build -q --force-rm --target node -t pg_keeper_go-peer-pgaf:node -f docker/peers/pgaf/Dockerfile docker/peers/pgaf >/dev/null
+	docker build -q --force-rm --target node -t pg_keeper_go-peer-repmgr:node -f docker/peers/repmgr/Dockerfile docker/peers/repmgr >/dev/null
 
 # The same measurement on local PostgreSQL 15 pairs, with nftables for the
 # vanished host: results/failover.md.

@@ -35,6 +35,12 @@ type cluster struct {
 	major   string
 	env     []string
 	root    string
+	file    string // the compose file, relative to root ("" is docker-compose.yml)
+	// psqlAs, when set, is the role psql connects as over TCP to
+	// 127.0.0.1 in a container (the peers' images: no local trust for
+	// root).
+	psqlAs string
+	third  string // the third host (the peers' benchmark)
 }
 
 type options struct {
@@ -112,7 +118,11 @@ func (c *cluster) down() {
 func (c *cluster) composeOut(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"-p", c.project, "-f", filepath.Join(c.root, "docker-compose.yml")}, args...)...)
+	file := c.file
+	if file == "" {
+		file = "docker-compose.yml"
+	}
+	cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"-p", c.project, "-f", filepath.Join(c.root, file)}, args...)...)
 	cmd.Env = c.env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -168,7 +178,11 @@ func (c *cluster) ip(service, network string) string {
 func (c *cluster) tryPsql(service, db, sql string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", "exec", c.container(service), "psql", "-X", "-A", "-t", "-d", db, "-c", sql)
+	args := []string{"exec", c.container(service), "psql", "-X", "-A", "-t", "-d", db, "-c", sql}
+	if c.psqlAs != "" {
+		args = append([]string{"exec", c.container(service), "psql", "-h", "127.0.0.1", "-U", c.psqlAs}, args[3:]...)
+	}
+	cmd := exec.CommandContext(ctx, "docker", args...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
