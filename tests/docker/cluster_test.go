@@ -273,15 +273,39 @@ func removeStaleProjects() {
 	seen := map[string]bool{}
 	for _, project := range strings.Fields(string(out)) {
 		var pid, n int
-		if seen[project] || !strings.HasPrefix(project, "pgkt") {
+		if seen[project] {
 			continue
 		}
 		seen[project] = true
-		if _, err := fmt.Sscanf(project, "pgkt%dx%d", &pid, &n); err != nil || processAlive(pid) {
-			continue
+		switch {
+		case strings.HasPrefix(project, "pgkt"):
+			if _, err := fmt.Sscanf(project, "pgkt%dx%d", &pid, &n); err != nil || processAlive(pid) {
+				continue
+			}
+			c := &cluster{t: nil, project: project, root: repoRoot(), env: os.Environ()}
+			_, _ = c.composeOut("down", "-v", "-t", "1", "--remove-orphans")
+		case strings.HasPrefix(project, "pgkp"):
+			// The peers' benchmark: another compose file, so by label.
+			if _, err := fmt.Sscanf(project, "pgkp%dx", &pid); err != nil || processAlive(pid) {
+				continue
+			}
+			removeByLabel(project)
 		}
-		c := &cluster{t: nil, project: project, root: repoRoot(), env: os.Environ()}
-		_, _ = c.composeOut("down", "-v", "-t", "1", "--remove-orphans")
+	}
+}
+
+// removeByLabel removes a compose project's containers, their volumes and
+// its networks without its compose file.
+func removeByLabel(project string) {
+	label := "label=com.docker.compose.project=" + project
+	if ids, err := dockerTry("ps", "-aq", "--filter", label); err == nil && ids != "" {
+		_, _ = dockerTry(append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	}
+	if ids, err := dockerTry("network", "ls", "-q", "--filter", label); err == nil && ids != "" {
+		_, _ = dockerTry(append([]string{"network", "rm"}, strings.Fields(ids)...)...)
+	}
+	if ids, err := dockerTry("volume", "ls", "-q", "--filter", label); err == nil && ids != "" {
+		_, _ = dockerTry(append([]string{"volume", "rm"}, strings.Fields(ids)...)...)
 	}
 }
 

@@ -90,10 +90,16 @@ var peers = []peer{
 			"defaults": "ttl 30, loop_wait 10, retry_timeout 10 (Patroni's defaults)",
 			"tuned":    "ttl 6, loop_wait 1, retry_timeout 2 (loop_wait + 2 × retry_timeout ≤ ttl; Patroni 3.2 and later refuse a ttl under 20)",
 		},
-		sync:    "synchronous_mode (Patroni switches it off when the standby is lost)",
-		procs:   []string{"patroni"},
-		third3:  []string{"etcd"},
-		ready:   streaming,
+		sync:   "synchronous_mode (Patroni switches it off when the standby is lost)",
+		procs:  []string{"patroni"},
+		third3: []string{"etcd"},
+		ready: func(c *cluster) (bool, string) {
+			if ok, why := streaming(c); !ok {
+				return false, why
+			}
+			out, err := c.tryPsql("node1", "postgres", "select sync_state from pg_stat_replication")
+			return err == nil && out == "sync", fmt.Sprintf("node2 is not node1's synchronous standby yet: %q %v", out, err)
+		},
 		caveats: "a postmaster that dies is restarted by Patroni in place (primary_start_timeout 300 s): no failover, by design",
 	},
 	{
@@ -104,13 +110,22 @@ var peers = []peer{
 		},
 		settings: map[string]string{
 			"defaults": "health_check_period 5 s, node_considered_unhealthy_timeout 20 s, primary_demote_timeout 30 s (its defaults)",
-			"tuned":    "docker/peers/pgaf/README.md: health checks every 2 s, unhealthy after 6 s, demote timeout 6 s",
+			"tuned": "health_check_period 2 s (timeout 1 s, 2 retries 1 s apart), node_considered_unhealthy_timeout 6 s, primary_demote_timeout 6 s; " +
+				"network_partition_timeout 4 s, wal_sender_timeout 6 s (the monitor accepts 1 ms; its authors advise 15–30 s)",
 		},
-		sync:    "synchronous (its default with one standby), switched to asynchronous (wait_primary) when the standby is lost",
-		procs:   []string{"pg_autoctl"},
-		third3:  []string{"postgres", "pg_autoctl"},
-		ready:   streaming,
-		caveats: "the new primary waits for the old one to report itself demoted, or for primary_demote_timeout",
+		sync:   "synchronous (its default with one standby), switched to asynchronous (wait_primary) when the standby is lost",
+		procs:  []string{"pg_autoctl"},
+		third3: []string{"postgres", "pg_autoctl"},
+		ready: func(c *cluster) (bool, string) {
+			if ok, why := streaming(c); !ok {
+				return false, why
+			}
+			out, err := c.tryPsql("monitor", "pg_auto_failover",
+				"select string_agg(nodename || ':' || reportedstate || ':' || goalstate, ',' order by nodename) from pgautofailover.node")
+			return err == nil && out == "node1:primary:primary,node2:secondary:secondary", fmt.Sprintf("monitor: %q %v", out, err)
+		},
+		caveats: "the new primary waits for the old one to report itself demoted, or for primary_demote_timeout; " +
+			"a postmaster SIGKILL races pg_autoctl's local restart against its report to the monitor (either can win); shared_buffers capped at 128MB (pg_autoctl sizes it at 25 % of RAM)",
 	},
 	{
 		key: "repmgr", name: "repmgr 5.3", file: "docker/peers/repmgr/compose.yml", third: "witness", psqlAs: "postgres",
@@ -120,13 +135,26 @@ var peers = []peer{
 		},
 		settings: map[string]string{
 			"defaults": "reconnect_attempts 6, reconnect_interval 10 s, monitor_interval_secs 2 (its defaults)",
-			"tuned":    "reconnect_attempts 3, reconnect_interval 2 s, monitor_interval_secs 2",
+			"tuned":    "reconnect_attempts 3, reconnect_interval 2 s, monitor_interval_secs 2 (each at least 1)",
 		},
-		sync:    "asynchronous: repmgr does not manage synchronous replication (a lost standby would block every commit)",
-		procs:   []string{"repmgrd"},
-		third3:  []string{"postgres", "repmgrd"},
-		ready:   streaming,
-		caveats: "no fencing: an old primary that comes back, or that was only cut off, keeps taking writes",
+		sync:   "asynchronous: repmgr does not manage synchronous replication (a lost standby would block every commit)",
+		procs:  []string{"repmgrd"},
+		third3: []string{"postgres", "repmgrd"},
+		ready: func(c *cluster) (bool, string) {
+			if ok, why := streaming(c); !ok {
+				return false, why
+			}
+			// Each repmgrd says once that it monitors.
+			for svc, line := range map[string]string{"node1": `monitoring cluster primary "node1"`,
+				"node2": `monitoring connection to upstream node "node1"`, "witness": `witness monitoring connection to primary node "node1"`} {
+				if !strings.Contains(c.logs(svc), line) {
+					return false, svc + "'s repmgrd does not monitor yet"
+				}
+			}
+			return true, ""
+		},
+		caveats: "no fencing: an old primary that comes back, or that was only cut off, keeps taking writes; a node whose postmaster died stays down; " +
+			"connect_timeout 2 s (libpq's least) per probe; the witness's veto (primary_visibility_consensus) stays off, as by default: repmgr never reruns a cancelled election",
 	},
 }
 
