@@ -184,9 +184,15 @@ func (k *Keeper) countFailure(err error) {
 // last good check (fsm.Observation.Lost).  When that moment has already
 // passed (the earlier checks were refused at once, or keepalive_count is 1)
 // the check gets keepalive_time again: a partner that answers slowly is
-// alive.
+// alive.  A check while the keeper holds an action on a lost partner
+// (the WAL receiver still streamed, a lease runs) only refreshes the facts
+// of the hold: it gets a quarter of keepalive_time, so that a hung
+// partner does not hold the promotion one keepalive_time longer.
 func (k *Keeper) checkDeadline(start time.Time) time.Duration {
 	d := k.settings.KeepaliveTime
+	if k.hold != "" && k.obs.Failures > 0 {
+		return max(d/4, minCheckTimeout)
+	}
 	if k.history.lastGoodStart.IsZero() {
 		return d
 	}

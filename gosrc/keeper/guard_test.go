@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,36 @@ func TestStandbyDoesNotPromoteWhileWALStillArrives(t *testing.T) {
 	r.neverPromotes(t, 300*time.Millisecond, "promoted while the WAL receiver streams")
 	r.prober.walAge.Store(-1) // the stream is gone too
 	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
+}
+
+func TestAHeldPromotionIsRecheckedWithAShortDeadline(t *testing.T) {
+	r := startKeeper(t, true, map[string]string{"pg_keeper.keepalive_time": "200ms"})
+	r.waitStatus(t, "connected", stateIs("standby", "connected"))
+	var (
+		mu        sync.Mutex
+		deadlines []time.Duration // of the checks made while held
+	)
+	r.prober.walAge.Store(int64(10 * time.Millisecond)) // streams: 2 x keepalive_time is 400 ms
+	r.prober.primary.Store(func(ctx context.Context) error {
+		if r.status().PromotionHeld != "" {
+			d, _ := ctx.Deadline()
+			mu.Lock()
+			deadlines = append(deadlines, time.Until(d))
+			mu.Unlock()
+		}
+		<-ctx.Done() // the primary hangs
+		return ctx.Err()
+	})
+	st := r.waitStatus(t, "held", stateIs("standby", "held"))
+	assert.Contains(t, st.PromotionHeld, "WAL receiver")
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(deadlines) >= 2 }, 5*time.Second, 5*time.Millisecond)
+	r.prober.walAge.Store(-1) // the stream is gone too
+	r.waitStatus(t, "promoted", func(s status.Snapshot) bool { return s.Role == "primary" })
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range deadlines {
+		assert.LessOrEqual(t, d, 50*time.Millisecond, "a check while held only refreshes the hold's facts")
+	}
 }
 
 func TestStandbyWaitsForTheLeaseItGrantedToExpire(t *testing.T) {

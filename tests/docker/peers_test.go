@@ -270,7 +270,9 @@ func peerRun(t *testing.T, p peer, setting string, f peerFault) peerSample {
 	time.Sleep(rand.N(2 * time.Second)) // a random phase of the tool's cycle
 	at := f.inject(t, c)
 	// Watch long enough for the slowest defaults (pg_auto_failover's and
-	// repmgr's take about a minute), then 10 s more for overlaps.
+	// repmgr's take about a minute), then 10 s more for overlaps; or 30 s
+	// after node1 took writes again (a tool that restarted it in place)
+	// while node2 took none.
 	limit := 150 * time.Second
 	var settled time.Time
 	for time.Since(at) < limit {
@@ -281,6 +283,8 @@ func peerRun(t *testing.T, p peer, setting string, f peerFault) peerSample {
 			if time.Since(settled) > 10*time.Second {
 				break
 			}
+		} else if back := w.backAfterGap("node1", at, time.Second); !back.IsZero() && time.Since(back) > 30*time.Second {
+			break
 		}
 		time.Sleep(100 * time.Millisecond) // the poll interval
 	}
@@ -304,6 +308,24 @@ func peerRun(t *testing.T, p peer, setting string, f peerFault) peerSample {
 	t.Logf("%s %s %s: node2 writable %.2f s, longest gap %.2f s, overlap %.2f s, %d of %d acknowledged writes lost",
 		p.key, setting, f.key, s.Writable, s.Gap, s.Overlap, s.Lost, s.Acked)
 	return s
+}
+
+// backAfterGap is when node acknowledged a write again after going at
+// least gap without one, from at on (zero if it did not).
+func (w *writer) backAfterGap(node string, at time.Time, gap time.Duration) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	last := at
+	for _, wr := range w.writes {
+		if wr.node != node || wr.at.Before(at) {
+			continue
+		}
+		if wr.at.Sub(last) >= gap {
+			return wr.at
+		}
+		last = wr.at
+	}
+	return time.Time{}
 }
 
 // longestGap is the longest time without an acknowledged write, from at
