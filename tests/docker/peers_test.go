@@ -398,28 +398,45 @@ func peerIdle(t *testing.T, p peer, d time.Duration) peerSample {
 
 // procUsage sums, over the processes of a host whose name (ps comm, or
 // for pg_keeper_go its background worker's title) matches, the CPU ticks
-// they used and their proportional memory (Pss) in MiB.
+// they used and their proportional memory (Pss) in MiB.  A process's
+// smaps_rollup is readable by its own user only (without CAP_SYS_PTRACE):
+// the script runs as root and as postgres, and each process's Pss is taken
+// from whichever could read it.
 func procUsage(t *testing.T, c *cluster, host string, names []string) (float64, float64) {
 	script := `for p in /proc/[0-9]*; do
 	comm=$(cat $p/comm 2>/dev/null) || continue
 	args=$(tr '\0' ' ' < $p/cmdline 2>/dev/null)
-	echo "$comm|$args|$(cut -d' ' -f14,15 $p/stat 2>/dev/null)|$(awk '/^Pss:/ {print $2}' $p/smaps_rollup 2>/dev/null)"
+	echo "${p#/proc/}|$comm|$args|$(cut -d' ' -f14,15 $p/stat 2>/dev/null)|$(awk '/^Pss:/ {print $2}' $p/smaps_rollup 2>/dev/null)"
 done`
-	out := docker(t, "exec", "-u", "root", c.container(host), "sh", "-c", script)
-	var ticks, kib float64
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Split(line, "|")
-		if len(f) != 4 || !matches(f[0], f[1], names) {
-			continue
+	ticks, pss := map[string]float64{}, map[string]float64{}
+	for _, user := range []string{"root", "postgres"} {
+		out, err := dockerTry("exec", "-u", user, c.container(host), "sh", "-c", script)
+		if err != nil {
+			continue // no such user there (etcd's image)
 		}
-		for _, v := range strings.Fields(f[2]) {
-			n, _ := strconv.ParseFloat(v, 64)
-			ticks += n
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Split(line, "|")
+			if len(f) != 5 || !matches(f[1], f[2], names) {
+				continue
+			}
+			var n float64
+			for _, v := range strings.Fields(f[3]) {
+				x, _ := strconv.ParseFloat(v, 64)
+				n += x
+			}
+			ticks[f[0]] = n
+			if kib, err := strconv.ParseFloat(strings.TrimSpace(f[4]), 64); err == nil {
+				pss[f[0]] = max(pss[f[0]], kib)
+			}
 		}
-		n, _ := strconv.ParseFloat(strings.TrimSpace(f[3]), 64)
-		kib += n
 	}
-	return ticks, kib / 1024
+	var sumTicks, sumKiB float64
+	for pid, n := range ticks {
+		sumTicks += n
+		sumKiB += pss[pid]
+	}
+	require.NotEmpty(t, ticks, "no process of %v on %s", names, host)
+	return sumTicks, sumKiB / 1024
 }
 
 // matches tells whether a process is one of the tool's: by its name, or
