@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image/color"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 var (
@@ -555,11 +557,15 @@ func writePeersReport(dir string) error {
 		}
 	}
 	p := plot.New()
-	p.Title.Text = "fault → writes again (longest gap), tuned settings"
+	p.Title.Text = "fault → writes again (the longest gap), tuned settings, one dot a run"
 	p.Y.Label.Text = "seconds"
-	var names []string
-	x := 0.0
-	for _, f := range peerFaults {
+	colors := []color.Color{color.RGBA{R: 31, G: 119, B: 180, A: 255}, color.RGBA{R: 255, G: 127, B: 14, A: 255},
+		color.RGBA{R: 44, G: 160, B: 44, A: 255}, color.RGBA{R: 214, G: 39, B: 40, A: 255}}
+	var ticks []plot.Tick
+	legend := map[string]bool{}
+	boxes := 0
+	for fi, f := range peerFaults {
+		ticks = append(ticks, plot.Tick{Value: float64(fi*(len(peers)+1)) + float64(len(peers)-1)/2, Label: f.key})
 		fmt.Fprintf(&md, "\n## %s\n\n| tool | setting | runs | node2 writable | longest gap | both writable | lost / acknowledged |\n|---|---|---|---|---|---|---|\n", f.name)
 		for _, pr := range peers {
 			for _, setting := range []string{"defaults", "tuned"} {
@@ -596,13 +602,24 @@ func writePeersReport(dir string) error {
 				}
 				fmt.Fprintf(&md, "| %s | %s | %d | %s | %s | %.2f | %s |\n", pr.name, setting, len(ss), w, summary(gap), overlap, l)
 				if setting == "tuned" {
-					box, err := plotter.NewBoxPlot(vg.Points(14), x, gap)
+					ti := slices.IndexFunc(peers, func(q peer) bool { return q.key == pr.key })
+					var pts plotter.XYs
+					for _, g := range gap {
+						pts = append(pts, plotter.XY{X: float64(fi*(len(peers)+1) + ti), Y: g})
+					}
+					dots, err := plotter.NewScatter(pts)
 					if err != nil {
 						return err
 					}
-					p.Add(box)
-					names = append(names, pr.key+"\n"+f.key)
-					x++
+					dots.GlyphStyle.Color = colors[ti%len(colors)]
+					dots.GlyphStyle.Shape = draw.CircleGlyph{}
+					dots.GlyphStyle.Radius = vg.Points(4)
+					p.Add(dots)
+					if !legend[pr.key] {
+						p.Legend.Add(pr.name, dots)
+						legend[pr.key] = true
+					}
+					boxes++
 				}
 			}
 		}
@@ -626,13 +643,23 @@ func writePeersReport(dir string) error {
 				s.CPU["node1"], s.MiB["node1"], s.CPU["node2"], s.MiB["node2"], pr.third, s.CPU[pr.third], s.MiB[pr.third])
 		}
 	}
-	if len(names) > 0 {
-		p.NominalX(names...)
-		p.Y.Min = 0
-		if err := p.Save(vg.Length(80+50*len(names))*vg.Points(1), 4*vg.Inch, filepath.Join(dir, "peers.png")); err != nil {
+	if boxes > 0 {
+		budget, err := plotter.NewLine(plotter.XYs{{X: -1, Y: 6}, {X: float64(len(peerFaults)*(len(peers)+1) - 1), Y: 6}})
+		if err != nil {
 			return err
 		}
-		md.WriteString("\n![fault → writes again per tool and fault, tuned settings](peers.png)\n")
+		budget.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
+		p.Add(budget)
+		p.Legend.Add("detection budget 2 s × 3", budget)
+		p.X.Tick.Marker = plot.ConstantTicks(ticks)
+		p.X.Min, p.X.Max = -1, float64(len(peerFaults)*(len(peers)+1)-1)
+		p.Y.Min = 0
+		p.Y.Max *= 1.25 // room for the legend
+		p.Legend.Top = true
+		if err := p.Save(9*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, "peers.png")); err != nil {
+			return err
+		}
+		md.WriteString("\n![fault → writes again per tool and fault, tuned settings, one dot a run](peers.png)\n")
 	}
 	return os.WriteFile(filepath.Join(dir, "peers.md"), []byte(md.String()), 0o644)
 }
