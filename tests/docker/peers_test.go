@@ -548,7 +548,7 @@ func writePeersReport(dir string) error {
 		"Times in seconds from the fault, min / median / max over the runs.\n\n" +
 		"- **node2 writable**: the fault → node2's first acknowledged write (\"no failover\": node2 took none within 150 s; how many runs so).\n" +
 		"- **longest gap**: the longest time without any acknowledged write on either node from the fault on: what an application that follows the primary waits at least.\n" +
-		"- **both writable**: how long both nodes acknowledged writes at once (the largest over the runs).\n" +
+		"- **both writable**: how long both nodes acknowledged writes at once (the largest over the runs; a run ends 10 s after node2's first write, so 10 s means the old primary never stopped).\n" +
 		"- **lost**: acknowledged writes missing on the node that is primary at the end (the largest; \"?\" when it cannot be read).\n\n")
 	md.WriteString("## The tools and their settings\n\n| tool | third host | setting | what it sets | replication | what to know |\n|---|---|---|---|---|---|\n")
 	for _, p := range peers {
