@@ -55,8 +55,8 @@ type Observation struct {
 	Judged   bool // a check has completed since the server started
 	Failures int  // partner checks failed in a row
 	// SilentFor is how long ago the last good check of the partner
-	// started, taken at the end of a failed check (0 when none failed or
-	// none ever succeeded).
+	// started, taken at the end of a failed check that got no answer
+	// until its deadline (0 otherwise, or when none ever succeeded).
 	SilentFor      time.Duration
 	EverConnected  bool          // a check of the primary succeeded since the node became a standby
 	PartnerLost    bool          // a primary's last check of its standby failed or got no grant

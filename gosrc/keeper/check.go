@@ -28,7 +28,7 @@ func (k *Keeper) check(inRecovery bool) {
 	o.PartnerIsThis = false
 	if err := k.ensureConns(); err != nil {
 		o.WALReceiverErr = "no session to this node: " + conninfo.ErrorLine(err)
-		k.countFailure(err)
+		k.countFailure(err, false)
 		k.sched.nextCheck = time.Now().Add(k.settings.KeepaliveTime)
 		return
 	}
@@ -44,7 +44,7 @@ func (k *Keeper) check(inRecovery bool) {
 		ws   witness.Standby
 		wsAt time.Duration // when the standby's heartbeat at the witness returned
 	)
-	deadline := k.checkDeadline(start)
+	deadline := k.checkDeadline(start, inRecovery)
 	_, timeline, _ := k.host.WALPosition()
 	prober, w := k.conns.prober, k.conns.witness
 	// The lease asked for, and taken: one length for both even if a
@@ -147,7 +147,10 @@ func (k *Keeper) check(inRecovery bool) {
 	}
 	k.observeCheck(time.Since(start), err == nil)
 	if err != nil {
-		k.countFailure(err)
+		// Ran into its deadline: the partner was silent all along (a
+		// failure that came sooner, such as a refusal, counts only in the
+		// count of failed checks).
+		k.countFailure(err, time.Since(start) >= deadline)
 		return
 	}
 	if o.Failures > 0 {
@@ -162,14 +165,17 @@ func (k *Keeper) check(inRecovery bool) {
 	}
 }
 
-func (k *Keeper) countFailure(err error) {
+// countFailure counts a failed check; silent says it got no answer at all
+// until its deadline, and then the partner's silence is noted from the
+// start of its last good check (fsm.Observation.SilentFor).
+func (k *Keeper) countFailure(err error, silent bool) {
 	now := time.Now()
 	if k.obs.Failures == 0 {
 		k.history.firstFailure = now
 	}
 	k.obs.Failures++
 	k.obs.SilentFor = 0
-	if !k.history.lastGoodStart.IsZero() {
+	if silent && !k.history.lastGoodStart.IsZero() {
 		k.obs.SilentFor = now.Sub(k.history.lastGoodStart)
 	}
 	k.history.lastFailure = now
@@ -184,13 +190,15 @@ func (k *Keeper) countFailure(err error) {
 // last good check (fsm.Observation.Lost).  When that moment has already
 // passed (the earlier checks were refused at once, or keepalive_count is 1)
 // the check gets keepalive_time again: a partner that answers slowly is
-// alive.  A check while the keeper holds an action on a lost partner
-// (the WAL receiver still streamed, a lease runs) only refreshes the facts
-// of the hold: it gets a quarter of keepalive_time, so that a hung
-// partner does not hold the promotion one keepalive_time longer.
-func (k *Keeper) checkDeadline(start time.Time) time.Duration {
+// alive.  A standby's check while it holds the promotion of a lost
+// primary (the WAL receiver still streamed, a lease runs) only refreshes
+// the facts of the hold: it gets a quarter of keepalive_time, so that a
+// hung primary does not hold the promotion one keepalive_time longer.  (A
+// primary's held switch keeps keepalive_time: its checks bring the
+// standby's grants, which may end the hold.)
+func (k *Keeper) checkDeadline(start time.Time, inRecovery bool) time.Duration {
 	d := k.settings.KeepaliveTime
-	if k.hold != "" && k.obs.Failures > 0 {
+	if inRecovery && k.hold != "" && k.obs.Failures > 0 {
 		return max(d/4, minCheckTimeout)
 	}
 	if k.history.lastGoodStart.IsZero() {
