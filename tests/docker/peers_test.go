@@ -630,7 +630,7 @@ func writePeersReport(dir string) error {
 	for _, pr := range peers {
 		for _, setting := range []string{"defaults", "tuned"} {
 			for _, s := range pick(pr.key, setting, "loss") {
-				fmt.Fprintf(&md, "| %s | %s | %.0f | %d |\n", pr.name, setting, s.LossMinutes, s.FalseFailovers)
+				fmt.Fprintf(&md, "| %s | %s | %.1f | %d |\n", pr.name, setting, s.LossMinutes, s.FalseFailovers)
 			}
 		}
 	}
