@@ -603,21 +603,39 @@ func writePeersReport(dir string) error {
 				fmt.Fprintf(&md, "| %s | %s | %d | %s | %s | %.2f | %s |\n", pr.name, setting, len(ss), w, summary(gap), overlap, l)
 				if setting == "tuned" {
 					ti := slices.IndexFunc(peers, func(q peer) bool { return q.key == pr.key })
-					var pts plotter.XYs
-					for _, g := range gap {
-						pts = append(pts, plotter.XY{X: float64(fi*(len(peers)+1) + ti), Y: g})
+					// A run that left two writable primaries never stopped
+					// writing: its gap says nothing, a cross marks it.
+					var ok, split plotter.XYs
+					for _, s := range ss {
+						xy := plotter.XY{X: float64(fi*(len(peers)+1) + ti), Y: s.Gap}
+						if s.Overlap > 0 || s.Lost > 0 {
+							split = append(split, xy)
+						} else {
+							ok = append(ok, xy)
+						}
 					}
-					dots, err := plotter.NewScatter(pts)
-					if err != nil {
-						return err
-					}
-					dots.GlyphStyle.Color = colors[ti%len(colors)]
-					dots.GlyphStyle.Shape = draw.CircleGlyph{}
-					dots.GlyphStyle.Radius = vg.Points(4)
-					p.Add(dots)
-					if !legend[pr.key] {
-						p.Legend.Add(pr.name, dots)
-						legend[pr.key] = true
+					for _, set := range []struct {
+						pts   plotter.XYs
+						shape draw.GlyphDrawer
+					}{{ok, draw.CircleGlyph{}}, {split, draw.CrossGlyph{}}} {
+						if len(set.pts) == 0 {
+							continue
+						}
+						dots, err := plotter.NewScatter(set.pts)
+						if err != nil {
+							return err
+						}
+						dots.GlyphStyle.Color = colors[ti%len(colors)]
+						dots.GlyphStyle.Shape = set.shape
+						dots.GlyphStyle.Radius = vg.Points(4)
+						p.Add(dots)
+						if _, isCross := set.shape.(draw.CrossGlyph); isCross && !legend["split"] {
+							p.Legend.Add("× two writable primaries, writes lost", dots)
+							legend["split"] = true
+						} else if !isCross && !legend[pr.key] {
+							p.Legend.Add(pr.name, dots)
+							legend[pr.key] = true
+						}
 					}
 					boxes++
 				}
