@@ -139,10 +139,8 @@ func failOnce(t *testing.T, in *pgtest.Install, f fault) sample {
 	})
 	standby.WaitLog(t, "pg_keeper_go: promoted", 5*time.Second)
 	log := standby.Log()
-	m := silence.FindStringSubmatch(log)
-	require.NotNil(t, m, "the promotion's log line says how long the primary was silent")
-	quiet, err := time.ParseDuration(m[1])
-	require.NoError(t, err)
+	quiet, _, err := pgtest.PromotionSilence(log)
+	require.NoError(t, err, "the promotion's log line says how long the primary was silent")
 	return sample{
 		silence:  quiet,
 		detected: logTime(t, log, `to "standby:promoting"`).Sub(start),
@@ -150,10 +148,6 @@ func failOnce(t *testing.T, in *pgtest.Install, f fault) sample {
 		writable: writable.Sub(start),
 	}
 }
-
-// silence finds, in the keeper's line about the promotion, how long the
-// primary had not answered.
-var silence = regexp.MustCompile(`to "standby:promoting".*no answer for ([0-9.]+[a-zµ]+)`)
 
 // logTime returns the time of the first log line containing substr.
 func logTime(t *testing.T, log, substr string) time.Time {

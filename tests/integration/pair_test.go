@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -184,12 +183,8 @@ func TestStandbyPromotesWhenPrimaryHangs(t *testing.T) {
 	// WAL receiver is read again at the check's end).
 	log := p.standby.Log()
 	assert.Regexp(t, `transition from "standby:(failing|held)" to "standby:promoting": [^\n]*last: [^\n]*(timeout|deadline exceeded)`, log)
-	m := regexp.MustCompile(`to "standby:promoting": [^\n]*no answer for ([0-9.]+m?s) \(limit ([0-9.]+m?s)\)`).FindStringSubmatch(log)
-	require.NotNil(t, m, "the transition says how long the primary was silent")
-	silent, err := time.ParseDuration(m[1])
-	require.NoError(t, err)
-	limit, err := time.ParseDuration(m[2])
-	require.NoError(t, err)
+	silent, limit, err := pgtest.PromotionSilence(log)
+	require.NoError(t, err, "the transition says how long the primary was silent")
 	assert.Equal(t, keepaliveTime*keepaliveCount, limit)
 	assert.Less(t, silent, limit+keepaliveTime/4, "decided at keepalive_time x keepalive_count of silence, not a check later")
 }

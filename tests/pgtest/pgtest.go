@@ -194,6 +194,25 @@ func LogTime(log, substr string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("no log line with %q", substr)
 }
 
+// promotionSilence is the keeper's line about its decision to promote,
+// which says how long the primary had not answered and the limit.
+var promotionSilence = regexp.MustCompile(`to "standby:promoting": [^\n]*no answer for ([0-9.]+[a-zµ]+) \(limit ([0-9.]+[a-zµ]+)\)`)
+
+// PromotionSilence finds, in a standby's log, how long its primary had
+// been silent when the keeper decided to promote, and the limit
+// (keepalive_time x keepalive_count), as the keeper wrote them.
+func PromotionSilence(log string) (silent, limit time.Duration, err error) {
+	m := promotionSilence.FindStringSubmatch(log)
+	if m == nil {
+		return 0, 0, errors.New("no promotion line saying how long the primary was silent")
+	}
+	if silent, err = time.ParseDuration(m[1]); err != nil {
+		return 0, 0, err
+	}
+	limit, err = time.ParseDuration(m[2])
+	return silent, limit, err
+}
+
 // NewKeeperPair starts a primary and a pg_basebackup standby that both
 // preload pg_keeper_go with conf (values verbatim, see Quote), each keeper
 // pointed at its own node (pg_keeper.my_conninfo) and at the other one
