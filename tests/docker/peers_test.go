@@ -563,7 +563,7 @@ func writePeersReport(dir string) error {
 		color.RGBA{R: 44, G: 160, B: 44, A: 255}, color.RGBA{R: 214, G: 39, B: 40, A: 255}}
 	var ticks []plot.Tick
 	legend := map[string]bool{}
-	boxes := 0
+	plotted := 0
 	for fi, f := range peerFaults {
 		ticks = append(ticks, plot.Tick{Value: float64(fi*(len(peers)+1)) + float64(len(peers)-1)/2, Label: f.key})
 		fmt.Fprintf(&md, "\n## %s\n\n| tool | setting | runs | node2 writable | longest gap | both writable | lost / acknowledged |\n|---|---|---|---|---|---|---|\n", f.name)
@@ -637,7 +637,7 @@ func writePeersReport(dir string) error {
 							legend[pr.key] = true
 						}
 					}
-					boxes++
+					plotted++
 				}
 			}
 		}
@@ -661,7 +661,7 @@ func writePeersReport(dir string) error {
 				s.CPU["node1"], s.MiB["node1"], s.CPU["node2"], s.MiB["node2"], pr.third, s.CPU[pr.third], s.MiB[pr.third])
 		}
 	}
-	if boxes > 0 {
+	if plotted > 0 {
 		budget, err := plotter.NewLine(plotter.XYs{{X: -1, Y: 6}, {X: float64(len(peerFaults)*(len(peers)+1) - 1), Y: 6}})
 		if err != nil {
 			return err
