@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pg-keeper-go/pg_keeper_go/gosrc/conninfo"
 	"github.com/pg-keeper-go/pg_keeper_go/gosrc/watch"
 )
 
@@ -38,6 +39,19 @@ func addNodeFlags(fs *flag.FlagSet, nodes *stringsFlag, opt *watch.GatherOptions
 		"failover log table, [schema.]table (pg_keeper.failover_log_table)")
 }
 
+// warnPasswords warns once per node given with a password: every user of
+// the host sees a command line in ps.  status and watch still accept it
+// (scripts that pass one keep working); the commands that change a node
+// refuse it.
+func warnPasswords(stderr io.Writer, name string, nodes []string) {
+	for _, n := range nodes {
+		if r := conninfo.Redact(n); r != n {
+			errorf(stderr, name, "warning: --node %q holds a password, which every user of this host can read in ps\n"+
+				"hint: Put it in ~/.pgpass or PGPASSWORD instead.", r)
+		}
+	}
+}
+
 // statusReport is the JSON form of status.
 type statusReport struct {
 	Nodes   []watch.NodeFacts `json:"nodes"`
@@ -62,6 +76,7 @@ func runStatus(ctx, _ context.Context, args []string, stdout, stderr io.Writer) 
 	if *timeout <= 0 {
 		return usageError(fs, stderr, "--timeout must be positive")
 	}
+	warnPasswords(stderr, "status", nodes)
 	g, err := watch.NewGatherer(nodes, opt)
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)

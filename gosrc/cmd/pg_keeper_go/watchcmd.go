@@ -82,6 +82,7 @@ func runWatch(ctx, hard context.Context, args []string, stdout, stderr io.Writer
 		}
 		settings = append(settings, st)
 	}
+	warnPasswords(stderr, "watch", nodes)
 	g, err := watch.NewGatherer(nodes, opt)
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)
