@@ -17,7 +17,7 @@
 
 # Install the dependencies first for the goals a fresh machine starts with
 # (the checks below would stop the build otherwise).
-ifneq ($(filter test deps demo test-matrix bench bench-peers images deb,$(MAKECMDGOALS)),)
+ifneq ($(filter test deps demo test-matrix bench bench-peers images image-% peer-images deb deb-%,$(MAKECMDGOALS)),)
 $(shell ./scripts/install-deps.sh >&2)
 endif
 
