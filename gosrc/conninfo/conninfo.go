@@ -32,9 +32,15 @@ func RedactError(err error) string {
 	if err == nil {
 		return ""
 	}
-	msg := err.Error()
-	return apply(msg, textSpans(msg, true))
+	return RedactText(err.Error())
 }
+
+// RedactText masks, in free text such as a message or a program's output,
+// every password=... value and URI password, as RedactError does.  Words
+// after "password" without an '=' are kept ("password authentication
+// failed", "holds a password: put it in ~/.pgpass"); Redact is for a
+// connection string.
+func RedactText(s string) string { return apply(s, textSpans(s, true)) }
 
 // ErrorLine returns RedactError(err) on one line: pgx puts each connection
 // attempt (TLS, then plain with sslmode=prefer; each address of a host) on

@@ -55,6 +55,14 @@ func TestRedact(t *testing.T) {
 	}
 }
 
+func TestRedactTextMasksPasswordsAndKeepsTheWordsAboutThem(t *testing.T) {
+	// A value runs to the next space: masking too much beats leaking.
+	assert.Equal(t, `the connection string "host=a password=******** holds a password: put it in ~/.pgpass`,
+		RedactText(`the connection string "host=a password=S3cret" holds a password: put it in ~/.pgpass`))
+	assert.Equal(t, "pg_rewind: fe_sendauth: no password supplied; source postgres://u:********@h/db",
+		RedactText("pg_rewind: fe_sendauth: no password supplied; source postgres://u:S3cret@h/db"))
+}
+
 func TestRedactError(t *testing.T) {
 	tests := []struct {
 		name string

@@ -84,7 +84,9 @@ func (a operatorActions) Switchover(ctx context.Context, dryRun bool, say func(s
 	}
 	res, err := operate.Switchover(ctx, operate.SwitchoverOptions{
 		Nodes: nodes, MaxLag: 16 << 20, DryRun: dryRun, FromConfig: true,
-		Log: func(format string, args ...any) { say("switchover: " + conninfo.Redact(fmt.Sprintf(format, args...))) },
+		Log: func(format string, args ...any) {
+			say("switchover: " + conninfo.RedactText(fmt.Sprintf(format, args...)))
+		},
 	})
 	switch {
 	case err == nil && dryRun:
@@ -96,9 +98,9 @@ func (a operatorActions) Switchover(ctx context.Context, dryRun bool, say func(s
 	if err != nil {
 		var he *operate.HintError
 		if errors.As(err, &he) && he.Hint != "" {
-			return fmt.Errorf("%s (hint: %s)", conninfo.Redact(err.Error()), he.Hint)
+			return fmt.Errorf("%s (hint: %s)", conninfo.RedactError(err), he.Hint)
 		}
-		return errors.New(conninfo.Redact(err.Error()))
+		return errors.New(conninfo.RedactError(err))
 	}
 	return nil
 }

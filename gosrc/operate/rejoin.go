@@ -221,6 +221,9 @@ func (r *rejoin) validate() error {
 	if err := refusePassword(o.Primary); err != nil {
 		return &HintError{Err: err, Hint: "primary_conninfo would keep it too; the node's WAL receiver reads the ~/.pgpass of the data directory's owner."}
 	}
+	if err := refusePassword(o.Node); err != nil {
+		return err
+	}
 	pc, err := conninfo.Parse(o.Primary)
 	if err != nil {
 		return err

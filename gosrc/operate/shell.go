@@ -25,7 +25,7 @@ func (r *rejoin) shell(ctx context.Context, line string, timeout time.Duration) 
 // redacted).
 func (r *rejoin) shellOutput(ctx context.Context, line string, timeout time.Duration) (string, error) {
 	res := command.Run(ctx, command.Spec{Line: line, Env: os.Environ(), Timeout: timeout})
-	out := strings.TrimSpace(conninfo.Redact(res.Output))
+	out := strings.TrimSpace(conninfo.RedactText(res.Output))
 	switch {
 	case res.OK():
 		return out, nil

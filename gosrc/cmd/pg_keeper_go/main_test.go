@@ -234,3 +234,17 @@ func TestPauseNamesTheNodeItCouldNotPauseWithAHint(t *testing.T) {
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, errOut, "is given twice")
 }
+
+func TestRejoinRefusesAPasswordInEitherConnectionString(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15\n"), 0o600))
+	for _, args := range [][]string{
+		{"--primary", closedPort(t)},
+		{"--primary", "host=127.0.0.1 user=postgres", "--node", closedPort(t)},
+	} {
+		code, _, errOut := runCLI(t, append([]string{"rejoin", "--pgdata", dir, "--dry-run"}, args...)...)
+		assert.NotEqual(t, exitOK, code)
+		assert.Contains(t, errOut, "holds a password: put it in ~/.pgpass or PGPASSWORD", args)
+		assert.NotContains(t, errOut, "S3cretPw")
+	}
+}

@@ -68,11 +68,11 @@ func runRejoin(ctx, _ context.Context, args []string, stdout, stderr io.Writer) 
 		return usageError(fs, stderr, "--timeout must be positive")
 	}
 	opt.Log = func(format string, args ...any) {
-		fmt.Fprintf(stdout, "rejoin: %s\n", conninfo.Redact(fmt.Sprintf(format, args...)))
+		fmt.Fprintf(stdout, "rejoin: %s\n", conninfo.RedactText(fmt.Sprintf(format, args...)))
 	}
 	res, err := operate.Rejoin(ctx, opt)
 	if err != nil {
-		errorf(stderr, "rejoin", "%s", conninfo.Redact(err.Error()))
+		errorf(stderr, "rejoin", "%s", conninfo.RedactError(err))
 		var he *operate.HintError
 		if errors.As(err, &he) && he.Hint != "" {
 			fmt.Fprintf(stderr, "hint: %s\n", he.Hint)

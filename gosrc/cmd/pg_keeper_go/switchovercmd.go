@@ -67,11 +67,11 @@ func runSwitchover(ctx, _ context.Context, args []string, stdout, stderr io.Writ
 	}
 	opt.Nodes = nodes
 	opt.Log = func(format string, args ...any) {
-		fmt.Fprintf(stdout, "switchover: %s\n", conninfo.Redact(fmt.Sprintf(format, args...)))
+		fmt.Fprintf(stdout, "switchover: %s\n", conninfo.RedactText(fmt.Sprintf(format, args...)))
 	}
 	res, err := operate.Switchover(ctx, opt)
 	if err != nil {
-		errorf(stderr, "switchover", "%s", conninfo.Redact(err.Error()))
+		errorf(stderr, "switchover", "%s", conninfo.RedactError(err))
 		var he *operate.HintError
 		if errors.As(err, &he) && he.Hint != "" {
 			fmt.Fprintf(stderr, "hint: %s\n", he.Hint)
