@@ -26,6 +26,10 @@ type span struct{ a, b int }
 // best-effort basis, preferring to mask too much over leaking a password.
 func Redact(s string) string { return apply(s, secretSpans(s)) }
 
+// HasPassword tells whether the connection string s holds a password (or
+// an sslpassword) that Redact masks.
+func HasPassword(s string) bool { return Redact(s) != s }
+
 // RedactError returns the error text of err with every password=... value and
 // URI password masked. It returns "" for a nil error.
 func RedactError(err error) string {

@@ -189,3 +189,11 @@ func TestErrorLineFoldsTheKeepersMultiLineErrors(t *testing.T) {
 	assert.Equal(t, "failed to connect to `user=postgres`: 127.0.0.1:5432 (127.0.0.1): dial error: refused", ErrorLine(err))
 	assert.Empty(t, ErrorLine(nil))
 }
+
+func TestHasPassword(t *testing.T) {
+	assert.True(t, HasPassword("host=a password=x"))
+	assert.True(t, HasPassword("postgresql://u:x@a/db"))
+	assert.True(t, HasPassword("host=a sslpassword=x"))
+	assert.False(t, HasPassword("host=a user=u"))
+	assert.False(t, HasPassword("postgresql://u@a/db"))
+}

@@ -94,7 +94,7 @@ func setPause(ctx context.Context, nodes []string, pause, fromConfig bool) ([]Pa
 // refusePassword refuses a connection string that holds a password: a
 // command line shows in ps.
 func refusePassword(s string) error {
-	if conninfo.Redact(s) != s {
+	if conninfo.HasPassword(s) {
 		return fmt.Errorf("the connection string %q holds a password: put it in ~/.pgpass or PGPASSWORD (a command line shows in ps)", conninfo.Redact(s))
 	}
 	return nil

@@ -45,9 +45,9 @@ func addNodeFlags(fs *flag.FlagSet, nodes *stringsFlag, opt *watch.GatherOptions
 // refuse it.
 func warnPasswords(stderr io.Writer, name string, nodes []string) {
 	for _, n := range nodes {
-		if r := conninfo.Redact(n); r != n {
+		if conninfo.HasPassword(n) {
 			errorf(stderr, name, "warning: --node %q holds a password, which every user of this host can read in ps\n"+
-				"hint: Put it in ~/.pgpass or PGPASSWORD instead.", r)
+				"hint: Put it in ~/.pgpass or PGPASSWORD instead.", conninfo.Redact(n))
 		}
 	}
 }
