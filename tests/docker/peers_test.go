@@ -615,9 +615,10 @@ func writePeersReport(dir string) error {
 						}
 					}
 					for _, set := range []struct {
-						pts   plotter.XYs
-						shape draw.GlyphDrawer
-					}{{ok, draw.CircleGlyph{}}, {split, draw.CrossGlyph{}}} {
+						pts        plotter.XYs
+						shape      draw.GlyphDrawer
+						key, label string // the legend's entry, once
+					}{{ok, draw.CircleGlyph{}, pr.key, pr.name}, {split, draw.CrossGlyph{}, "split", "× two writable primaries, writes lost"}} {
 						if len(set.pts) == 0 {
 							continue
 						}
@@ -629,12 +630,9 @@ func writePeersReport(dir string) error {
 						dots.GlyphStyle.Shape = set.shape
 						dots.GlyphStyle.Radius = vg.Points(4)
 						p.Add(dots)
-						if _, isCross := set.shape.(draw.CrossGlyph); isCross && !legend["split"] {
-							p.Legend.Add("× two writable primaries, writes lost", dots)
-							legend["split"] = true
-						} else if !isCross && !legend[pr.key] {
-							p.Legend.Add(pr.name, dots)
-							legend[pr.key] = true
+						if !legend[set.key] {
+							p.Legend.Add(set.label, dots)
+							legend[set.key] = true
 						}
 					}
 					plotted++
